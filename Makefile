@@ -1,0 +1,50 @@
+# xfvae: `make reproduce-table3` runs the main job on ML-100K; `make test` runs the test suite.
+# Both set everything up from a fresh clone (virtualenv in .venv, editable install, data cache).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch 2.13.0 (a plain `torch` pulls several GB of CUDA wheels). Elsewhere use e.g.
+# make install TORCH_SPEC=torch==2.13.0 PIP_TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_SPEC ?= torch==2.13.0
+PIP_TORCH_ARGS ?=
+STAMP := $(VENV)/.installed
+SEEDS ?= 0,1,2
+
+.PHONY: install test test-slow lint format data reproduce-table3 report clean-logs help
+
+help:
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+install: $(STAMP) ## create .venv and install xfvae + dev tools (idempotent)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(PIP_TORCH_ARGS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+data: install ## fetch and verify the default data set (ML-100K)
+	$(BIN)/python -m xfvae.data.stats data=ml-100k
+
+test: install data ## run the default test suite (not the `slow` ones) and print its duration
+	@start=$$(date +%s); $(BIN)/python -m pytest; rc=$$?; \
+	echo "test suite: $$(( $$(date +%s) - start )) s (exit $$rc)"; exit $$rc
+
+test-slow: install data ## the long checks only
+	$(BIN)/python -m pytest -m slow
+
+lint: install ## ruff
+	$(BIN)/ruff check src baselines tests benchmarks experiments
+	$(BIN)/ruff format --check src baselines tests benchmarks experiments
+
+format: install
+	$(BIN)/ruff format src baselines tests benchmarks experiments
+	$(BIN)/ruff check --fix src baselines tests benchmarks experiments
+
+reproduce-table3: install data ## Table 3 on ML-100K: every model, seeds $(SEEDS), then the tables
+	bash experiments/table3.sh $(SEEDS)
+
+clean-logs:
+	rm -rf logs

@@ -1,0 +1,1 @@
+"""Baseline models, one file each; every class implements :mod:`xfvae.models.base`."""

@@ -1,0 +1,1 @@
+"""Models. :mod:`xfvae.models.base` documents the interface every model implements."""

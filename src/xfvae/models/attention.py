@@ -1,0 +1,115 @@
+"""User-side / item-side attention of the cross-feedback VAE (paper 3.4, Eq. 9-10).
+
+A posterior parameter vector (mean mu_i, or variance sigma_i^2) of one side attends to the
+cross-fed embeddings of the other side: scores ``s_ij = x_i Theta v_j^T`` (Eq. 9, numerator),
+weights ``a_ij`` from the scores, attention vector ``c_i = sum_j a_ij v_j`` (Eq. 10), then a
+merge back to K dimensions. ``local`` attends to the entries the row rated (sparse, only the
+observed pairs are scored); ``global`` to every entry (a dense B x N score matrix per batch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ATTENTION_KINDS = ("none", "local", "global", "auto")
+ATTENTION_NORMS = ("ratio", "softmax")
+MERGES = ("concat", "add")
+
+
+@dataclass(frozen=True)
+class RowSlice:
+    """The observed entries of a batch of rows, flattened (CSR order): what the sparse paths need."""
+
+    n_rows: int
+    cols: Tensor  # int64 [nnz], column of each entry
+    vals: Tensor  # float32 [nnz], rating of each entry
+    offsets: Tensor  # int64 [n_rows], start of each row in cols (EmbeddingBag offsets)
+    seg: Tensor  # int64 [nnz], row (0..n_rows-1) of each entry
+
+
+def segment_softmax(scores: Tensor, seg: Tensor, n_rows: int) -> Tensor:
+    """Softmax of ``scores`` within each row segment (rows without entries get no weights)."""
+    peak = torch.full((n_rows,), -torch.inf, dtype=scores.dtype, device=scores.device)
+    peak = peak.scatter_reduce(0, seg, scores.detach(), reduce="amax", include_self=True)
+    e = torch.exp(scores - peak[seg])
+    den = torch.zeros(n_rows, dtype=scores.dtype, device=scores.device).index_add(0, seg, e)
+    return e / den[seg]
+
+
+def segment_ratio(scores: Tensor, seg: Tensor, n_rows: int) -> Tensor:
+    """Eq. 9 as printed: each score over the sum of its row's scores (may be negative or ~0)."""
+    den = torch.zeros(n_rows, dtype=scores.dtype, device=scores.device).index_add(0, seg, scores)
+    return scores / den[seg]
+
+
+def local_context(query: Tensor, keys: Tensor, rows: RowSlice, norm: str) -> Tensor:
+    """Eq. 9-10 with the indicator: c_i = sum over the row's rated entries j of a_ij v_j.
+
+    ``query`` is x_i Theta ([B, K]); ``keys`` the cross-fed embeddings ([N, K]). Only the
+    ``nnz`` observed pairs are scored, so the cost is O(nnz K).
+    """
+    scores = (query[rows.seg] * keys[rows.cols]).sum(-1)  # Eq. 9 numerator, observed pairs only
+    if norm == "softmax":
+        weights = segment_softmax(scores / math.sqrt(query.shape[1]), rows.seg, rows.n_rows)
+    else:
+        weights = segment_ratio(scores, rows.seg, rows.n_rows)
+    # Eq. 10 as a weighted bag sum over each row's rated entries.
+    return F.embedding_bag(
+        rows.cols, keys, rows.offsets, mode="sum", per_sample_weights=weights
+    ).reshape(rows.n_rows, keys.shape[1])
+
+
+def global_context(query: Tensor, keys: Tensor, norm: str) -> Tensor:
+    """Eq. 9-10 without the indicator (the paper's choice for sparse data): attend to all N keys."""
+    scores = query @ keys.T  # [B, N]
+    if norm == "softmax":
+        weights = torch.softmax(scores / math.sqrt(query.shape[1]), dim=1)
+    else:
+        weights = scores / scores.sum(dim=1, keepdim=True)
+    return weights @ keys
+
+
+class PosteriorAttention(nn.Module):
+    """Attention of the posterior mean (matrix Theta) and variance (matrix Lambda) of one side.
+
+    Merge ``concat`` (the paper's choice): mu := Linear([mu; c]); the variance is merged in logit
+    space, sigma^2 := sigmoid(Linear([logit; c'])), so it stays in (0, 1) like the un-attended
+    sigmoid output. ``add``: mu := mu + c, sigma^2 := sigmoid(logit + c').
+    """
+
+    def __init__(self, dim: int, scope: str, norm: str, merge: str):
+        super().__init__()
+        if scope not in ("local", "global"):
+            raise ValueError(f"attention scope must be 'local' or 'global', got {scope!r}")
+        if norm not in ATTENTION_NORMS:
+            raise ValueError(f"attention_norm must be one of {ATTENTION_NORMS}, got {norm!r}")
+        if merge not in MERGES:
+            raise ValueError(f"attention_merge must be one of {MERGES}, got {merge!r}")
+        self.scope, self.norm, self.merge = scope, norm, merge
+        self.theta = nn.Parameter(torch.randn(dim, dim) / math.sqrt(dim))  # Eq. 9, mean side
+        self.lam = nn.Parameter(torch.randn(dim, dim) / math.sqrt(dim))  # Lambda, variance side
+        if merge == "concat":
+            self.merge_mu = nn.Linear(2 * dim, dim)
+            self.merge_var = nn.Linear(2 * dim, dim)
+
+    def context(self, query: Tensor, keys: Tensor, rows: RowSlice) -> Tensor:
+        if self.scope == "local":
+            return local_context(query, keys, rows, self.norm)
+        return global_context(query, keys, self.norm)
+
+    def forward(
+        self, mu: Tensor, var_logit: Tensor, keys: Tensor, rows: RowSlice
+    ) -> tuple[Tensor, Tensor]:
+        c_mu = self.context(mu @ self.theta, keys, rows)  # Eq. 9-10 for the mean
+        c_var = self.context(torch.sigmoid(var_logit) @ self.lam, keys, rows)  # ... the variance
+        if self.merge == "concat":
+            mu = self.merge_mu(torch.cat([mu, c_mu], dim=1))
+            var_logit = self.merge_var(torch.cat([var_logit, c_var], dim=1))
+        else:
+            mu, var_logit = mu + c_mu, var_logit + c_var
+        return mu, torch.sigmoid(var_logit)

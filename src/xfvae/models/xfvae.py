@@ -1,0 +1,273 @@
+"""The cross-feedback VAE of Jin et al. (paper section 3): Eq. 7-10 and Algorithm 1.
+
+Two encoders (:class:`~xfvae.models.encoder.SideEncoder`) give q(u_i | X_i, V_i) and
+q(v_j | X_j, U_j); the decoder is the dot product u_i . v_j with a Gaussian likelihood on the
+observed training ratings. Training follows Algorithm 1 through the loop's hooks:
+
+* ``on_fit_start``: step 2, U and V ~ N(init_mean, init_sd^2).
+* ``on_train_epoch_start``: step 6, the latent inputs are the current samples (buffers
+  ``latent_users``/``latent_items``, no gradient through them).
+* ``loss(block)``: steps 8-12 for one (user batch x item batch) block of the shared datamodule.
+* ``on_train_epoch_end``: step 15, U and V are resampled from the encoders (reparametrisation).
+
+Prediction uses the posterior means of both encoders (cached until the parameters change).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from xfvae.data.train_data import TrainData
+from xfvae.models.attention import ATTENTION_KINDS, RowSlice
+from xfvae.models.encoder import SideEncoder, slice_rows
+
+ITERATIONS = ("nested", "sequential")
+OFFSETS = ("none", "global", "biases")
+
+
+def gaussian_kl(mu: Tensor, var: Tensor, prior_var: float) -> Tensor:
+    """KL[N(mu, diag var) || N(0, prior_var I)] of each row (Eq. 7's KL terms)."""
+    ratio = var / prior_var
+    return 0.5 * (ratio + mu.pow(2) / prior_var - 1.0 - torch.log(ratio)).sum(-1)
+
+
+def resolve_attention(attention: str, density: float, threshold: float) -> str:
+    """``auto``: local attention when the training matrix is dense enough, global otherwise (paper 3.4)."""
+    if attention not in ATTENTION_KINDS:
+        raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
+    if attention != "auto":
+        return attention
+    return "local" if density >= threshold else "global"
+
+
+class CrossFeedbackVAE(nn.Module):
+    """VAE-BMF with cross-feedback connectivity and attention (paper Fig. 1, Algorithm 1).
+
+    Args:
+        data: the training split (shape, ratings, sparse rows).
+        dim: K, embedding dimension of u_i and v_j.
+        inter_dim: K', dimension of the intermediate embeddings H and G.
+        input_layers / input_width: L' and M^(l') of the observed and latent MLPs (Eq. 8).
+        output_layers / output_width: L and M^(l) of the final MLPs (mean and variance).
+        use_data_input: keep the observed-input MLPs (Table 4 "no data input" sets false).
+        use_cross_feedback: keep the latent-input MLPs (Table 4 "no cross feedback" sets false).
+        attention: none | local | global | auto (auto: local iff density >= auto_density_threshold).
+        attention_norm: softmax (scaled, masked; default) | ratio (Eq. 9 as printed).
+        attention_merge: concat (paper) | add.
+        beta_u / beta_v: weights of the user / item KL sums in Eq. 7.
+        prior_sd: standard deviation of the N(0, prior_sd^2 I) priors.
+        init_mean / init_sd: Algorithm 1 step 2, U, V ~ N(init_mean, init_sd^2).
+        iteration: nested (Algorithm 1) | sequential (alternate user-side / item-side updates).
+        block_size: [B_U, B_V] of the datamodule (for the per-block KL share).
+        offset: none (paper) | global (train mean) | biases (mean + learned user/item biases).
+        eval_chunk: rows per chunk when encoding all users / items (resampling, prediction).
+    """
+
+    batch_kind = "blocks"
+
+    def __init__(
+        self,
+        data: TrainData,
+        dim: int = 25,
+        inter_dim: int = 25,
+        input_layers: int = 0,
+        input_width: int = 50,
+        output_layers: int = 0,
+        output_width: int = 50,
+        use_data_input: bool = True,
+        use_cross_feedback: bool = True,
+        attention: str = "auto",
+        attention_norm: str = "softmax",
+        attention_merge: str = "concat",
+        auto_density_threshold: float = 0.01,
+        beta_u: float = 1.0,
+        beta_v: float = 1.0,
+        prior_sd: float = 1.0,
+        init_mean: float = 0.0,
+        init_sd: float = 1.0,
+        iteration: str = "nested",
+        block_size: tuple[int, int] | list[int] = (100, 100),
+        offset: str = "none",
+        eval_chunk: int = 2048,
+    ):
+        super().__init__()
+        if iteration not in ITERATIONS:
+            raise ValueError(f"iteration must be one of {ITERATIONS}, got {iteration!r}")
+        if offset not in OFFSETS:
+            raise ValueError(f"offset must be one of {OFFSETS}, got {offset!r}")
+        if len(block_size) != 2 or min(block_size) < 1:
+            raise ValueError(f"block_size must be [B_U, B_V] with positive sizes, got {block_size}")
+        if min(dim, inter_dim, input_width, output_width) < 1 or min(input_layers, output_layers) < 0:
+            raise ValueError("dim, inter_dim and widths must be >= 1 and layer counts >= 0")
+        self.n_users, self.n_items, self.dim = data.n_users, data.n_items, dim
+        self.attention = resolve_attention(attention, data.density, auto_density_threshold)
+        self.beta_u, self.beta_v, self.prior_var = float(beta_u), float(beta_v), float(prior_sd) ** 2
+        self.init_mean, self.init_sd = float(init_mean), float(init_sd)
+        self.iteration, self.offset, self.eval_chunk = iteration, offset, int(eval_chunk)
+        shared = dict(
+            dim=dim,
+            inter_dim=inter_dim,
+            input_layers=input_layers,
+            input_width=input_width,
+            output_layers=output_layers,
+            output_width=output_width,
+            use_data_input=use_data_input,
+            use_cross_feedback=use_cross_feedback,
+            attention=self.attention,
+            attention_norm=attention_norm,
+            attention_merge=attention_merge,
+        )
+        self.user_encoder = SideEncoder(n_cols=data.n_items, **shared)  # q(u_i | X_i, V_i)
+        self.item_encoder = SideEncoder(n_cols=data.n_users, **shared)  # q(v_j | X_j, U_j)
+        if offset == "biases":
+            self.user_bias = nn.Parameter(torch.zeros(data.n_users))
+            self.item_bias = nn.Parameter(torch.zeros(data.n_items))
+        self.register_buffer("mean_rating", torch.tensor(data.global_mean if offset != "none" else 0.0))
+
+        # Each user is in ceil(J / B_V) blocks per epoch and each item in ceil(I / B_U): dividing
+        # the block's KL sums by these counts makes one epoch's summed loss exactly -Eq. 7 / scale.
+        b_u, b_v = int(block_size[0]), int(block_size[1])
+        self.blocks_per_user = math.ceil(data.n_items / b_v)
+        self.blocks_per_item = math.ceil(data.n_users / b_u)
+        n_blocks = self.blocks_per_user * self.blocks_per_item
+        self.loss_scale = max(1.0, data.n_ratings / n_blocks)  # mean ratings per block
+
+        csr, csr_t = data.csr, data.csr_t
+        for name, m in (("user", csr), ("item", csr_t)):  # the training rows (derived from data)
+            self.register_buffer(f"{name}_indptr", torch.from_numpy(m.indptr.astype("int64")), persistent=False)
+            self.register_buffer(f"{name}_indices", torch.from_numpy(m.indices.astype("int64")), persistent=False)
+            self.register_buffer(f"{name}_values", torch.from_numpy(m.data.astype("float32")), persistent=False)
+        self.register_buffer("user_seen", data.user_seen.clone(), persistent=False)
+        self.register_buffer("item_seen", data.item_seen.clone(), persistent=False)
+
+        # Algorithm 1 state: samples U, V and the latent inputs built from them (step 6).
+        self.register_buffer("U", torch.zeros(data.n_users, dim))
+        self.register_buffer("V", torch.zeros(data.n_items, dim))
+        self.register_buffer("latent_items", torch.zeros(data.n_items, dim))  # user-side input, from V
+        self.register_buffer("latent_users", torch.zeros(data.n_users, dim))  # item-side input, from U
+        self.register_buffer("initialized", torch.tensor(False))
+        self.register_buffer("steps", torch.tensor(0))  # sequential iteration alternates on parity
+        self._version = 0  # bumped whenever parameters or latent inputs may have changed
+        self._cache: tuple | None = None  # (version, mu_u, var_u, mu_v, var_v)
+        self.register_load_state_dict_post_hook(lambda module, _: module._invalidate())
+
+    # ----- Algorithm 1 hooks ------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        """Algorithm 1, step 2: U, V ~ N(init_mean, init_sd^2)."""
+        with torch.no_grad():
+            self.U.normal_(self.init_mean, self.init_sd)
+            self.V.normal_(self.init_mean, self.init_sd)
+            self.initialized.fill_(True)
+        self._invalidate()
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        """Algorithm 1, step 6: latent inputs Z_U from V and Z_V from U (fixed for the epoch)."""
+        if not bool(self.initialized):
+            self.on_fit_start()
+        with torch.no_grad():
+            self.latent_items.copy_(self.V)
+            self.latent_users.copy_(self.U)
+        self._invalidate()
+
+    def on_train_epoch_end(self, epoch: int) -> None:
+        """Algorithm 1, step 15: resample all U, V with the reparametrisation trick."""
+        mu_u, var_u, mu_v, var_v = self.encode_all()
+        with torch.no_grad():
+            self.U.copy_(mu_u + var_u.sqrt() * torch.randn_like(mu_u))
+            self.V.copy_(mu_v + var_v.sqrt() * torch.randn_like(mu_v))
+
+    # ----- encoders -----------------------------------------------------------------------------
+    def user_rows(self, users: Tensor) -> RowSlice:
+        return slice_rows(self.user_indptr, self.user_indices, self.user_values, users)
+
+    def item_rows(self, items: Tensor) -> RowSlice:
+        return slice_rows(self.item_indptr, self.item_indices, self.item_values, items)
+
+    def encode_users(self, users: Tensor, table: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.user_encoder(self.user_rows(users), self.latent_items, table)
+
+    def encode_items(self, items: Tensor, table: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.item_encoder(self.item_rows(items), self.latent_users, table)
+
+    @torch.no_grad()
+    def encode_all(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Posterior (mean, variance) of every user and item (cached until parameters change)."""
+        if self._cache is None or self._cache[0] != self._version:
+            self._cache = (self._version, *self._encode_all())
+        return self._cache[1:]
+
+    def _encode_all(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """All rows of both sides through their encoders, in chunks of ``eval_chunk`` rows."""
+        out = []
+        for enc, keys, n, encode in (
+            (self.user_encoder, self.latent_items, self.n_users, self.encode_users),
+            (self.item_encoder, self.latent_users, self.n_items, self.encode_items),
+        ):
+            table = enc.latent_table(keys) if enc.use_cross_feedback else None
+            idx = torch.arange(n, device=keys.device)
+            parts = [encode(chunk, table) for chunk in idx.split(self.eval_chunk)]
+            out += [torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])]
+        return out[0], out[1], out[2], out[3]
+
+    # ----- training ---------------------------------------------------------------------------
+    def _offset(self, users: Tensor, items: Tensor) -> Tensor | float:
+        if self.offset == "biases":
+            return self.mean_rating + self.user_bias[users] + self.item_bias[items]
+        return self.mean_rating
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """-Eq. 7 restricted to one block (Algorithm 1, steps 8-11), divided by ``loss_scale``.
+
+        Likelihood: squared error of u_i . v_j on the block's observed ratings (Gaussian with
+        variance 1/2). KL: the block's users' and items' KL sums, times beta_u / blocks_per_user
+        and beta_v / blocks_per_item, so that the sum over one epoch's blocks is Eq. 7's.
+        """
+        if not bool(self.initialized):
+            raise RuntimeError(
+                "CrossFeedbackVAE.loss called before on_fit_start/on_train_epoch_start: "
+                "U, V and the latent inputs are not built yet (Algorithm 1, steps 2 and 6)"
+            )
+        users, items = batch["users"], batch["items"]
+        # sequential: even steps update the user side only, odd steps the item side only.
+        parity = int(self.steps) % 2
+        train_users = self.iteration == "nested" or parity == 0
+        train_items = self.iteration == "nested" or parity == 1
+        self.steps += 1
+        self._invalidate()
+        with torch.set_grad_enabled(train_users and torch.is_grad_enabled()):
+            mu_u, var_u = self.encode_users(users)
+        with torch.set_grad_enabled(train_items and torch.is_grad_enabled()):
+            mu_v, var_v = self.encode_items(items)
+        u = mu_u + var_u.sqrt() * torch.randn_like(mu_u)  # reparametrisation trick
+        v = mu_v + var_v.sqrt() * torch.randn_like(mu_v)
+        ou, oi = batch["obs_u"], batch["obs_i"]
+        pred = (u[ou] * v[oi]).sum(-1) + self._offset(users[ou], items[oi])
+        sse = (batch["ratings"] - pred).pow(2).sum()  # Eq. 7: -E[log p(X | U, V)] + const
+        kl_u = (gaussian_kl(mu_u, var_u, self.prior_var) * self.user_seen[users]).sum()
+        kl_v = (gaussian_kl(mu_v, var_v, self.prior_var) * self.item_seen[items]).sum()
+        # Eq. 7: reconstruction + beta-weighted KL sums (each entity's share of its blocks).
+        total = sse + self.beta_u * kl_u / self.blocks_per_user + self.beta_v * kl_v / self.blocks_per_item
+        n_obs = max(1, ou.numel())
+        return {
+            "loss": total / self.loss_scale,
+            "mse": sse.detach() / n_obs,
+            "kl_u": kl_u.detach() / max(1, users.numel()),
+            "kl_v": kl_v.detach() / max(1, items.numel()),
+        }
+
+    # ----- prediction ---------------------------------------------------------------------------
+    def _invalidate(self) -> None:
+        self._version += 1
+
+    def _apply(self, fn, *args, **kwargs):  # .to(device) / .double(): cached means are stale
+        self._invalidate()
+        return super()._apply(fn, *args, **kwargs)
+
+    @torch.no_grad()
+    def predict(self, users: Tensor, items: Tensor) -> Tensor:
+        """Rating of each pair from the posterior means: mu_u_i . mu_v_j (+ offset)."""
+        mu_u, _, mu_v, _ = self.encode_all()
+        return (mu_u[users] * mu_v[items]).sum(-1) + self._offset(users, items)

@@ -1,0 +1,160 @@
+"""The one training loop: a LightningModule that trains and evaluates any model implementing
+:mod:`xfvae.models.base`. Nothing model-specific lives here."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from xfvae.cold_start import ColdStart
+from xfvae.data.train_data import TrainData
+
+
+# Batches are built in-process from tensors already in memory: worker processes would only add cost.
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=r".*IterableDataset.*__len__.*")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class RatingTask(pl.LightningModule):
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer] | None,
+        data: TrainData,
+        cold_start: str = "bias",
+        eval_batch_size: int = 65536,
+    ):
+        super().__init__()
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.rating_min, self.rating_max = data.rating_min, data.rating_max
+        self.cold = ColdStart(data, cold_start)
+        self.eval_batch_size = eval_batch_size
+        self.automatic_optimization = getattr(net, "automatic_optimization", True)
+        self.epoch_losses: list[torch.Tensor] = []
+        self.history: list[dict[str, float]] = []
+        self._eval: dict[int, list[tuple[torch.Tensor, ...]]] = {}
+        self._t0 = 0.0
+        self.test_outputs: dict[str, np.ndarray] | None = None
+
+    # -- hooks the model may implement -------------------------------------------------------
+    def _call_net(self, hook: str, *args: Any) -> Any:
+        fn = getattr(self.net, hook, None)
+        return fn(*args) if callable(fn) else None
+
+    def on_fit_start(self) -> None:
+        self._call_net("on_fit_start")
+
+    def on_train_epoch_start(self) -> None:
+        self.epoch_losses = []
+        self._call_net("on_train_epoch_start", self.current_epoch)
+        self._t0 = time.perf_counter()
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval = {}
+        if self.trainer.training:  # end of the training part of the epoch
+            self._train_seconds = time.perf_counter() - self._t0
+
+    def on_train_epoch_end(self) -> None:
+        self._call_net("on_train_epoch_end", self.current_epoch)
+        m = self.trainer.callback_metrics
+        losses = torch.stack(self.epoch_losses) if self.epoch_losses else torch.tensor([float("nan")])
+        self.history.append(
+            {
+                "epoch": self.current_epoch,
+                "train_loss": float(losses.double().mean()),
+                "val_rmse": float(m.get("val/rmse", float("nan"))),
+                "test_rmse": float(m.get("test_curve/rmse", float("nan"))),
+                "seconds": getattr(self, "_train_seconds", time.perf_counter() - self._t0),
+            }
+        )
+
+    # -- training ----------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        if self.net.batch_kind == "none":
+            loss = torch.as_tensor(float(self.net.fit_epoch(self.current_epoch)))
+            self._record(loss, {})
+            return None
+        out = self.net.loss(batch)
+        loss, extra = (out["loss"], out) if isinstance(out, dict) else (out, {})
+        self._record(loss, extra)
+        if not self.automatic_optimization:
+            return None
+        return loss
+
+    def _record(self, loss: torch.Tensor, extra: dict[str, torch.Tensor]) -> None:
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss became {float(loss)} at epoch {self.current_epoch}, step "
+                f"{self.global_step}: lower the learning rate (model.optimizer.lr), raise "
+                "regularisation, or set trainer.gradient_clip_val"
+            )
+        self.epoch_losses.append(loss.detach())
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True)
+        for k, v in extra.items():
+            if k != "loss":
+                self.log(f"train/{k}", v.detach(), on_step=False, on_epoch=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer | None:
+        if not self.automatic_optimization or self.optimizer_factory is None:
+            return None
+        return self.optimizer_factory(params=[p for p in self.net.parameters() if p.requires_grad])
+
+    # -- evaluation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Clipped predictions with the cold-start policy applied."""
+        preds = self.net.predict(users, items).float()
+        preds = self.cold(users, items, preds)
+        return preds.clamp(self.rating_min, self.rating_max)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        preds = self.predict_pairs(batch["users"], batch["items"])
+        err = ((preds - batch["ratings"]) ** 2).double().sum()
+        self._eval.setdefault(dataloader_idx, []).append((err, batch["ratings"].numel()))
+
+    def on_validation_epoch_end(self) -> None:
+        names = {0: "val/rmse", 1: "test_curve/rmse"}
+        for idx, parts in self._eval.items():
+            sse = torch.stack([p[0] for p in parts]).sum()
+            n = sum(p[1] for p in parts)
+            rmse = torch.sqrt(sse / max(n, 1)).float()
+            self.log(names[idx], rmse, prog_bar=idx == 0, add_dataloader_idx=False)
+
+    def on_test_epoch_start(self) -> None:
+        self._test_parts: list[tuple[torch.Tensor, ...]] = []
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        preds = self.predict_pairs(batch["users"], batch["items"])
+        cold = self.cold.is_cold(batch["users"], batch["items"])
+        self._test_parts.append(
+            tuple(t.cpu() for t in (batch["users"], batch["items"], batch["ratings"], preds, cold))
+        )
+
+    def on_test_epoch_end(self) -> None:
+        cols = ("users", "items", "ratings", "preds", "cold")
+        self.test_outputs = {
+            c: torch.cat([p[k] for p in self._test_parts]).numpy() for k, c in enumerate(cols)
+        }
+
+    @torch.no_grad()
+    def score_users(self, users: torch.Tensor) -> torch.Tensor:
+        """Clipped predictions of the given users for every item ([B, n_items]), for the full protocol."""
+        n_items = self.cold.item_seen.numel()
+        uu = users.to(self.device).repeat_interleave(n_items)
+        ii = torch.arange(n_items, device=self.device).repeat(users.numel())
+        out = torch.empty(uu.numel(), device=self.device)
+        for s in range(0, uu.numel(), self.eval_batch_size):
+            sl = slice(s, s + self.eval_batch_size)
+            out[sl] = self.predict_pairs(uu[sl], ii[sl])
+        return out.view(users.numel(), n_items).cpu()

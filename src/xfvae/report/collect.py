@@ -1,0 +1,222 @@
+"""Collect training run directories into one tidy table (one row per run), the single input of every
+statistic, table and figure of the report.
+
+A run is any directory holding ``.hydra/config.yaml`` (single runs and Hydra multirun jobs alike). A
+run without ``metrics.json`` is kept with ``status = "incomplete"`` (crashed or still running) and one
+whose files cannot be read with ``status = "invalid"``, so nothing disappears silently.
+
+``run_dir`` is written relative to the folder of the results CSV, so the CSV and the runs can move
+together; :func:`resolve_run_dir` turns it back into a path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from xfvae.io import atomic_write_csv
+
+ID_COLUMNS = ["run_dir", "status", "experiment", "model", "data", "seed", "setting", "train_frac"]
+METRIC_KEYS = [
+    "val/rmse",
+    "test/rmse",
+    "test/recall@20",
+    "test/recall@50",
+    "test/ndcg@20",
+    "test/ndcg@50",
+    "test/protocol",
+    "test/n_users_ranked",
+    "test/n_cold_pairs",
+    "best_epoch",
+    "seconds_per_epoch",
+    "peak_rss_mb",
+    "n_params",
+    "machine",
+]
+TAIL_COLUMNS = ["epochs", "train_seconds", "git_commit", "config_hash", "finished_at", "error"]
+#: Keys of metrics.json that are run identity, not metrics (they fill the ID columns).
+_ID_KEYS = {"model", "data", "seed", "experiment", "setting"}
+DEDUP_KEYS = ["experiment", "model", "data", "seed", "setting"]
+
+
+class ReportWarning(UserWarning):
+    """Something in the results the reader should know about (dropped blocks, duplicates...)."""
+
+
+def find_run_dirs(root: str | os.PathLike) -> list[Path]:
+    """Every directory under ``root`` (``root`` included) that holds ``.hydra/config.yaml``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"{root}: no such directory (pass the folder holding the runs, e.g. logs/train)"
+        )
+    found = {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
+    return sorted(found, key=lambda p: str(p))
+
+
+def _config_value(cfg, key: str):
+    try:
+        value = OmegaConf.select(cfg, key, default=None)
+    except Exception:  # an interpolation that needs Hydra's runtime resolvers
+        value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def _config_hash(cfg) -> str:
+    container = OmegaConf.to_container(cfg, resolve=False)
+    text = json.dumps(container, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_run(run_dir: str | os.PathLike) -> dict:
+    """One tidy row for ``run_dir``: identity from metrics.json, falling back to the config."""
+    run_dir = Path(run_dir)
+    row: dict = {"status": "complete", "error": None}
+    config_path = run_dir / ".hydra" / "config.yaml"
+    try:
+        cfg = OmegaConf.load(config_path)
+    except Exception as exc:
+        cfg = OmegaConf.create({})
+        row.update(status="invalid", error=f"{config_path}: unreadable config ({exc})")
+    row.update(
+        experiment=_config_value(cfg, "experiment"),
+        model=_config_value(cfg, "model.name"),
+        data=_config_value(cfg, "data.name"),
+        seed=_config_value(cfg, "seed"),
+        setting=_config_value(cfg, "setting"),
+        train_frac=_config_value(cfg, "data.split.train_frac"),
+        config_hash=_config_hash(cfg),
+    )
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.exists():
+        if row["status"] == "complete":
+            row.update(
+                status="incomplete", error=f"{metrics_path}: missing (crashed or still running)"
+            )
+        return row
+    try:
+        metrics = json.loads(metrics_path.read_text())
+        if not isinstance(metrics, dict):
+            raise ValueError("top level is not a JSON object")
+    except Exception as exc:
+        row.update(status="invalid", error=f"{metrics_path}: unreadable ({exc})")
+        return row
+    for key, value in metrics.items():
+        if key in _ID_KEYS:
+            if value is not None:
+                row[key] = value
+        elif not isinstance(value, dict | list):
+            row[key] = value
+    mtime = metrics_path.stat().st_mtime
+    row["finished_at"] = dt.datetime.fromtimestamp(mtime, dt.timezone.utc).isoformat(
+        timespec="seconds"
+    )
+    return row
+
+
+def collect(roots, relative_to: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Tidy table of every run under ``roots``; ``run_dir`` relative to ``relative_to`` when given."""
+    roots = [roots] if isinstance(roots, str | os.PathLike) else list(roots)
+    rows = []
+    for root in roots:
+        for run_dir in find_run_dirs(root):
+            row = read_run(run_dir)
+            row["run_dir"] = _relative(run_dir, relative_to)
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    extra = sorted(c for c in df.columns if c not in ID_COLUMNS + METRIC_KEYS + TAIL_COLUMNS)
+    columns = ID_COLUMNS + METRIC_KEYS + extra + TAIL_COLUMNS
+    return df.reindex(columns=columns)
+
+
+def _relative(path: Path, base) -> str:
+    if base is None:
+        return str(path)
+    try:
+        return os.path.relpath(Path(path).resolve(), Path(base).resolve())
+    except ValueError:  # different drives on Windows
+        return str(Path(path).resolve())
+
+
+def write_results(df: pd.DataFrame, out: str | os.PathLike) -> Path:
+    return atomic_write_csv(out, df)
+
+
+def load_results(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a results CSV written by :func:`collect` (or any CSV with model and data columns)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no such results file (write one with `python -m xfvae.report collect`)"
+        )
+    df = pd.read_csv(path)
+    missing = [c for c in ("model", "data") if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: missing column(s) {missing}; is this a results CSV from `collect`?"
+        )
+    if "status" not in df.columns:
+        df["status"] = "complete"
+    for col in ("experiment", "setting", "seed", "run_dir"):
+        if col not in df.columns:
+            df[col] = None
+    seeds = pd.to_numeric(df["seed"], errors="coerce")
+    if seeds.notna().any() and (seeds.dropna() % 1 == 0).all():
+        df["seed"] = seeds.astype("Int64")  # "seed=0", not "seed=0.0", when a crashed run has none
+    df.attrs["base_dir"] = str(path.parent)
+    return df
+
+
+def resolve_run_dir(run_dir: str, base_dir: str | os.PathLike | None) -> Path:
+    p = Path(run_dir)
+    return p if p.is_absolute() or base_dir is None else Path(base_dir) / p
+
+
+def select(
+    df: pd.DataFrame,
+    experiment: str | None = None,
+    data=None,
+    models=None,
+) -> pd.DataFrame:
+    """Complete runs of one experiment (all when None), optionally some data sets / models; when a
+    configuration was run twice, the run that finished last is kept (with a warning)."""
+    out = df[df["status"].fillna("complete") == "complete"]
+    experiments = out["experiment"].astype("string").fillna("")
+    if experiment is None and experiments.nunique() > 1:
+        raise ValueError(
+            f"the results mix experiments {sorted(experiments.unique())}; pick one (--experiment NAME, "
+            f"'' for runs without one)"
+        )
+    if experiment is not None:
+        out = out[experiments == experiment]
+    if data:
+        out = out[out["data"].isin(list(data))]
+    if models:
+        out = out[out["model"].isin(list(models))]
+    if out.empty:
+        raise ValueError(
+            f"no complete runs for experiment={experiment!r} data={data} models={models}; "
+            f"experiments present: {sorted(experiments.unique())}"
+        )
+    if "finished_at" in out:
+        out = out.sort_values("finished_at", kind="stable", na_position="first")
+    keys = out[DEDUP_KEYS].astype("string").fillna("<none>")
+    dup = keys.duplicated(keep="last").to_numpy()
+    if dup.any():
+        shown = keys[dup].drop_duplicates().head(5).to_dict("records")
+        warnings.warn(
+            f"{int(dup.sum())} duplicate run(s) dropped, keeping the latest of each configuration: "
+            f"{shown}{' ...' if dup.sum() > 5 else ''}",
+            ReportWarning,
+            stacklevel=2,
+        )
+    out = out[~dup].copy()
+    out.attrs = dict(df.attrs)
+    return out

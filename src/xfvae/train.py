@@ -1,0 +1,154 @@
+"""``python -m xfvae.train model=<m> data=<d> seed=<s>``: train, select on validation RMSE, test.
+
+Thin on purpose (lightning-hydra-template style): everything is built from config, nothing here
+knows about a particular model.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from xfvae import CONF_DIR
+from xfvae.io import atomic_write_csv, atomic_write_json
+from xfvae.metrics import evaluate
+from xfvae.module import NonFiniteLossError, RatingTask
+from xfvae.provenance import config_hash, git_commit, machine, peak_rss_mb
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_group(group: DictConfig | None) -> list[Any]:
+    if not group:
+        return []
+    return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit on train, select on val/rmse, evaluate the best checkpoint on test, write the run files."""
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    dm = instantiate(cfg.data)
+    dm.setup()
+    net = instantiate(cfg.model.net, data=dm.train_data)
+    dm.configure_batches(net.batch_kind, cfg.model.batch_size, cfg.model.get("shuffle_blocks", True))
+    optimizer = instantiate(cfg.model.optimizer) if cfg.model.get("optimizer") else None
+    task = RatingTask(
+        net, optimizer, dm.train_data, cfg.evaluation.cold_start, cfg.evaluation.eval_batch_size
+    )
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=_instantiate_group(cfg.get("logger")) or False
+    )
+    for lg in trainer.loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    t0 = time.perf_counter()
+    trainer.fit(task, datamodule=dm)
+    train_seconds = time.perf_counter() - t0
+    has_ckpt = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
+    trainer.test(task, datamodule=dm, ckpt_path="best" if has_ckpt else None, verbose=False)
+
+    metrics = _metrics(cfg, dm, task, trainer, train_seconds)
+    _write_outputs(out_dir, dm, task, metrics)
+    for lg in trainer.loggers:
+        lg.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        lg.finalize("success")
+    log.info("metrics: %s", {k: metrics[k] for k in metrics if k.startswith(("val/", "test/"))})
+    return metrics
+
+
+def _best(trainer: pl.Trainer, task: RatingTask) -> tuple[float, int]:
+    hist = pd.DataFrame(task.history)
+    if hist.empty or hist["val_rmse"].isna().all():
+        return float("nan"), -1
+    row = hist.loc[hist["val_rmse"].idxmin()]
+    return float(row["val_rmse"]), int(row["epoch"])
+
+
+def _metrics(cfg: DictConfig, dm, task: RatingTask, trainer: pl.Trainer, train_seconds: float) -> dict:
+    out = task.test_outputs
+    ev = cfg.evaluation
+    if ev.protocol == "full":
+        td = dm.train_data
+        kwargs = dict(
+            score_fn=task.score_users, n_items=td.n_items,
+            train_users=td.users.numpy(), train_items=td.items.numpy(),
+        )
+    else:
+        kwargs = dict(min_test_ratings=ev.min_test_ratings)
+    scores = evaluate(
+        out["users"], out["items"], out["ratings"].astype(np.float64),
+        out["preds"].astype(np.float64), dm.rating_min, dm.rating_max,
+        protocol=ev.protocol, ks=tuple(ev.ks), threshold=ev.relevance_threshold, **kwargs,
+    )
+    val_rmse, best_epoch = _best(trainer, task)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    seconds = [h["seconds"] for h in task.history]
+    metrics: dict[str, Any] = {"val/rmse": val_rmse}
+    metrics.update({f"test/{k}": v for k, v in scores.items()})
+    metrics.update(
+        {
+            "test/n_cold_pairs": int(out["cold"].sum()),
+            "best_epoch": best_epoch,
+            "epochs": len(task.history),
+            "train_seconds": round(train_seconds, 3),
+            "seconds_per_epoch": round(statistics.median(seconds), 4) if seconds else float("nan"),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            if torch.cuda.is_available() else None,
+            "n_params": int(sum(p.numel() for p in task.net.parameters())),
+            "seed": int(cfg.seed),
+            "model": cfg.model.name,
+            "data": cfg.data.name,
+            "experiment": cfg.get("experiment"),
+            "setting": cfg.get("setting"),
+            "git_commit": git_commit(),
+            "config_hash": config_hash(resolved),
+            "machine": machine(),
+        }
+    )
+    return metrics
+
+
+def _write_outputs(out_dir: Path, dm, task: RatingTask, metrics: dict) -> None:
+    out = task.test_outputs
+    preds = pd.DataFrame(
+        {
+            "user": dm.user_ids[out["users"]],
+            "item": dm.item_ids[out["items"]],
+            "rating": out["ratings"].astype(np.float64),
+            "prediction": out["preds"].astype(np.float64),
+        }
+    )
+    atomic_write_csv(out_dir / "test_predictions.csv", preds, float_format="%.9g")
+    atomic_write_csv(out_dir / "history.csv", pd.DataFrame(task.history))
+    atomic_write_json(out_dir / "metrics.json", metrics)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    try:
+        metrics = train(cfg)
+    except NonFiniteLossError as e:
+        log.error("%s", e)
+        sys.exit(f"error: {e}")
+    return metrics[cfg.get("optimized_metric", "val/rmse")]
+
+
+if __name__ == "__main__":
+    main()
