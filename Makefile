@@ -46,5 +46,10 @@ format: install
 reproduce-table3: install data ## Table 3 on ML-100K: every model, seeds $(SEEDS), then the tables
 	bash experiments/table3.sh $(SEEDS)
 
+report: install ## collect runs under logs/ and write stats, CD diagrams and Table 3 to results/latest
+	$(BIN)/python -m xfvae.report collect logs --out results/latest/results.csv
+	$(BIN)/python -m xfvae.report stats results/latest/results.csv --blocks seed --out results/latest/stats
+	$(BIN)/python -m xfvae.report table 3 results/latest/results.csv --out results/latest
+
 clean-logs:
 	rm -rf logs

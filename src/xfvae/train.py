@@ -112,6 +112,9 @@ def _metrics(cfg: DictConfig, dm, task: RatingTask, trainer: pl.Trainer, train_s
             "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
             if torch.cuda.is_available() else None,
             "n_params": int(sum(p.numel() for p in task.net.parameters())),
+            "data/n_users": dm.train_data.n_users,
+            "data/n_items": dm.train_data.n_items,
+            "data/n_ratings": sum(len(f) for f in dm.frames.values()),
             "seed": int(cfg.seed),
             "model": cfg.model.name,
             "data": cfg.data.name,
