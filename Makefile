@@ -11,7 +11,8 @@ PIP_TORCH_ARGS ?=
 STAMP := $(VENV)/.installed
 SEEDS ?= 0,1,2
 
-.PHONY: install test test-slow lint format data reproduce-table3 report clean-logs help
+.PHONY: install test test-slow lint format data report clean-logs help \
+	reproduce-table1 reproduce-table3 reproduce-figure2 reproduce-table4 reproduce-figure3 reproduce-figure4
 
 help:
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -43,8 +44,24 @@ format: install
 	$(BIN)/ruff format src baselines tests benchmarks experiments
 	$(BIN)/ruff check --fix src baselines tests benchmarks experiments
 
-reproduce-table3: install data ## Table 3 on ML-100K: every model, seeds $(SEEDS), then the tables
-	bash experiments/table3.sh $(SEEDS)
+# The reproduce-* targets take env MODELS, DATASETS (default ml-100k; the paper's: "ml-1m ml-10m
+# ml-20m amazon-pet amazon-kindle"), SEEDS (0,1,2) and TRAINER (default | gpu).
+reproduce-table3: install data ## Table 3 + Figure 2 (stats, CD diagrams): every model x seed on ML-100K
+	SEEDS=$(SEEDS) bash experiments/table3.sh
+
+reproduce-figure2: reproduce-table3 ## Figure 2 comes out of the Table 3 runs (results/table3/*/stats)
+
+reproduce-table4: install data ## Table 4: ablation of the cross-feedback VAE
+	SEEDS=$(SEEDS) bash experiments/table4.sh
+
+reproduce-figure3: install data ## Figure 3: sub-sampled training sets (1-10%)
+	SEEDS=$(SEEDS) bash experiments/figure3.sh
+
+reproduce-figure4: install data ## Figure 4: convergence of variants A-E (paper: DATASETS=ml-1m)
+	SEEDS=$(SEEDS) bash experiments/figure4.sh
+
+reproduce-table1: install ## Table 1: data set statistics beside the paper's
+	for d in $${DATASETS:-ml-100k}; do $(BIN)/python -m xfvae.data.stats data=$$d; done
 
 report: install ## collect runs under logs/ and write stats, CD diagrams and Table 3 to results/latest
 	$(BIN)/python -m xfvae.report collect logs --out results/latest/results.csv

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributions import Wishart
+from torch.distributions import Chi2
 
 from xfvae.data.train_data import TrainData
 
@@ -37,8 +37,20 @@ def sample_hyper(x: torch.Tensor, beta0: float, nu0: float) -> tuple[torch.Tenso
     mu_n = n * xbar / beta_n
     eye = torch.eye(d, dtype=x.dtype, device=x.device)
     w_n = torch.linalg.inv(eye + n * s_bar + (beta0 * n / beta_n) * torch.outer(xbar, xbar))
-    lam = Wishart(torch.tensor(nu_n, dtype=x.dtype, device=x.device), covariance_matrix=0.5 * (w_n + w_n.T)).sample()
+    lam = sample_wishart(0.5 * (w_n + w_n.T), nu_n)
     return sample_gaussian(mu_n.unsqueeze(0), (beta_n * lam).unsqueeze(0)).squeeze(0), lam
+
+
+def sample_wishart(scale: torch.Tensor, df: float) -> torch.Tensor:
+    """Bartlett decomposition: (L A)(L A)^T, scale = L L^T, A lower triangular with A_kk^2 ~
+    chi2(df - k) and N(0, 1) below the diagonal. Not torch.distributions.Wishart: its rsample in
+    torch 2.13 flags every positive-definite draw as singular, warns and redraws."""
+    d = scale.shape[0]
+    dfs = df - torch.arange(d, dtype=scale.dtype, device=scale.device)
+    a = torch.tril(torch.randn(d, d, dtype=scale.dtype, device=scale.device), diagonal=-1)
+    a = a + torch.diag(Chi2(dfs).sample().sqrt())
+    la = torch.linalg.cholesky(scale) @ a
+    return la @ la.T
 
 
 def sample_gaussian(mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,10 @@ Deviations from the paper:
   output bias starts at the training mean rating.
 * ``n_conv`` (Jin et al. Table 2: 1 to 6 layers) may stop before 1 x 1; the remaining
   (K / 2^n_conv)^2 x channels features are flattened into the output layer.
-* No pre-training of the embeddings with MF-BPR; embeddings start at N(0, 0.01^2).
+* No pre-training of the embeddings with MF-BPR. From scratch, small embeddings under PyTorch's
+  default conv init give bias-dominated, input-independent feature maps (the net then only learns
+  the mean rating), so embeddings start at N(0, ``init_std``^2) with ``init_std = 0.1``, conv
+  weights He-normal and conv biases 0.
 * L2 with one weight ``reg`` on everything, as :mod:`baselines.ncf`: (SSE + reg * (sum over the
   batch's ratings of |p_u|^2 + |q_i|^2 + sum of squared conv and output weights)) / batch size;
   the original uses separate weights for embeddings, convolutions and output.
@@ -28,8 +31,8 @@ from xfvae.data.train_data import TrainData
 
 class ConvNCF(nn.Module):
     """Parameters: ``dim`` embedding size K, ``channels`` feature maps per conv layer, ``n_conv``
-    number of conv layers (default log2 K), ``reg`` L2 weight, ``predict_chunk`` pairs per forward
-    pass in :meth:`predict` (the K x K maps are the memory cost)."""
+    number of conv layers (default log2 K), ``reg`` L2 weight, ``init_std`` of the embeddings,
+    ``predict_chunk`` pairs per forward pass in :meth:`predict` (the K x K maps cost memory)."""
 
     batch_kind = "triples"
 
@@ -40,6 +43,7 @@ class ConvNCF(nn.Module):
         channels: int = 32,
         n_conv: int | None = None,
         reg: float = 0.0,
+        init_std: float = 0.1,
         predict_chunk: int = 4096,
     ):
         super().__init__()
@@ -51,10 +55,13 @@ class ConvNCF(nn.Module):
                 f"choose n_conv in 1..{max_conv} or a K that is a power of two (model.net.dim)"
             )
         self.reg, self.predict_chunk = float(reg), int(predict_chunk)
-        self.p, self.q = embedding(data.n_users, dim), embedding(data.n_items, dim)
+        self.p, self.q = embedding(data.n_users, dim, init_std), embedding(data.n_items, dim, init_std)
         layers: list[nn.Module] = []
         for k in range(n_conv):
-            layers += [nn.Conv2d(1 if k == 0 else channels, channels, 2, stride=2), nn.ReLU()]
+            conv = nn.Conv2d(1 if k == 0 else channels, channels, 2, stride=2)
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+            layers += [conv, nn.ReLU()]
         self.convs = nn.Sequential(*layers)
         side = dim >> n_conv
         self.out = nn.Linear(channels * side * side, 1)
@@ -66,6 +73,8 @@ class ConvNCF(nn.Module):
 
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         step = self.predict_chunk
+        if users.numel() == 0:
+            return torch.zeros(0, device=users.device)
         return torch.cat([self(users[s : s + step], items[s : s + step]) for s in range(0, users.numel(), step)])
 
     def penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -31,9 +31,9 @@ from xfvae.data.train_data import TrainData
 VARIANTS = ("mlp", "gmf", "neumf")
 
 
-def embedding(n: int, dim: int) -> nn.Embedding:
+def embedding(n: int, dim: int, std: float = 0.01) -> nn.Embedding:
     emb = nn.Embedding(n, dim)
-    nn.init.normal_(emb.weight, std=0.01)
+    nn.init.normal_(emb.weight, std=std)
     return emb
 
 
@@ -88,6 +88,8 @@ class NCF(nn.Module):
 
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         step = self.predict_chunk
+        if users.numel() == 0:
+            return torch.zeros(0, device=users.device)
         return torch.cat([self(users[s : s + step], items[s : s + step]) for s in range(0, users.numel(), step)])
 
     def penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Paper Table 3 on ML-100K: every model x seeds, one Hydra multirun each, then collect + tables.
-# Usage: bash experiments/table3.sh [SEEDS] ; env MODELS="mf xfvae" restricts the models.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-SEEDS=${1:-0,1,2}
-MODELS=${MODELS:-mf}
-DATA=${DATA:-ml-100k}
-OUT=${OUT:-logs/table3/$(date +%Y-%m-%d_%H-%M-%S)}
-PY=${PY:-.venv/bin/python}
-for m in $MODELS; do
-  $PY -m xfvae.train -m model="$m" data="$DATA" seed="$SEEDS" experiment=table3 \
-    trainer.enable_progress_bar=false hydra.sweep.dir="$OUT/$m"
+# Paper Table 3 and Figure 2: every model x data set x seed, then collect, statistics, tables.
+# Env: MODELS, DATASETS (default ml-100k), SEEDS (0,1,2), TRAINER (default|gpu).
+source "$(dirname "$0")/common.sh"
+MODELS=${MODELS:-mf ncf cnncf urec irec vaecf daecf bpmf xfvae}
+RUNS=logs/table3/$STAMP
+OUT=${OUT:-results/table3/$(echo "$DATASETS" | tr ' ' '+')}
+for d in $DATASETS; do
+  for m in $MODELS; do
+    train_sweep "$d/$m" experiment=table3 model="$m" data="$d"
+  done
 done
-$PY experiments/summarize.py "$OUT"
+archive "$OUT/runs"
+$PY -m xfvae.report collect "$RUNS" --out "$OUT/results.csv"
+$PY -m xfvae.report table 3 "$OUT/results.csv" --experiment table3 --out "$OUT"
+if [ "$(echo $MODELS | wc -w)" -ge 2 ]; then  # Friedman/Nemenyi need at least two models
+  $PY -m xfvae.report stats "$OUT/results.csv" --experiment table3 --out "$OUT/stats"
+fi
+$PY experiments/summarize.py "$RUNS"
+echo "Table 3: $OUT/table3.md ($OUT/table3.tex); statistics and CD diagrams: $OUT/stats"

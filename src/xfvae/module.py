@@ -84,6 +84,10 @@ class RatingTask(pl.LightningModule):
         if self.net.batch_kind == "none":
             loss = torch.as_tensor(float(self.net.fit_epoch(self.current_epoch)))
             self._record(loss, {})
+            # The epoch's update counts as a step: ModelCheckpoint only saves when global_step moved.
+            progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+            progress.increment_ready()
+            progress.increment_completed()
             return None
         out = self.net.loss(batch)
         loss, extra = (out["loss"], out) if isinstance(out, dict) else (out, {})
@@ -100,10 +104,10 @@ class RatingTask(pl.LightningModule):
                 "regularisation, or set trainer.gradient_clip_val"
             )
         self.epoch_losses.append(loss.detach())
-        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=1)
         for k, v in extra.items():
             if k != "loss":
-                self.log(f"train/{k}", v.detach(), on_step=False, on_epoch=True)
+                self.log(f"train/{k}", v.detach(), on_step=False, on_epoch=True, batch_size=1)
 
     def configure_optimizers(self) -> torch.optim.Optimizer | None:
         if not self.automatic_optimization or self.optimizer_factory is None:

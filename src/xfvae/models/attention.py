@@ -33,45 +33,47 @@ class RowSlice:
 
 
 def segment_softmax(scores: Tensor, seg: Tensor, n_rows: int) -> Tensor:
-    """Softmax of ``scores`` within each row segment (rows without entries get no weights)."""
-    peak = torch.full((n_rows,), -torch.inf, dtype=scores.dtype, device=scores.device)
-    peak = peak.scatter_reduce(0, seg, scores.detach(), reduce="amax", include_self=True)
+    """Softmax of ``scores`` ([nnz, Q]) within each row segment (rows without entries: none)."""
+    shape = (n_rows, scores.shape[1])
+    idx = seg.unsqueeze(1).expand_as(scores)
+    peak = torch.full(shape, -torch.inf, dtype=scores.dtype, device=scores.device)
+    peak = peak.scatter_reduce(0, idx, scores.detach(), reduce="amax", include_self=True)
     e = torch.exp(scores - peak[seg])
-    den = torch.zeros(n_rows, dtype=scores.dtype, device=scores.device).index_add(0, seg, e)
+    den = torch.zeros(shape, dtype=scores.dtype, device=scores.device).index_add(0, seg, e)
     return e / den[seg]
 
 
 def segment_ratio(scores: Tensor, seg: Tensor, n_rows: int) -> Tensor:
     """Eq. 9 as printed: each score over the sum of its row's scores (may be negative or ~0)."""
-    den = torch.zeros(n_rows, dtype=scores.dtype, device=scores.device).index_add(0, seg, scores)
+    shape = (n_rows, scores.shape[1])
+    den = torch.zeros(shape, dtype=scores.dtype, device=scores.device).index_add(0, seg, scores)
     return scores / den[seg]
 
 
-def local_context(query: Tensor, keys: Tensor, rows: RowSlice, norm: str) -> Tensor:
+def local_context(queries: Tensor, keys: Tensor, rows: RowSlice, norm: str) -> Tensor:
     """Eq. 9-10 with the indicator: c_i = sum over the row's rated entries j of a_ij v_j.
 
-    ``query`` is x_i Theta ([B, K]); ``keys`` the cross-fed embeddings ([N, K]). Only the
-    ``nnz`` observed pairs are scored, so the cost is O(nnz K).
+    ``queries`` are x_i Theta for Q parameter vectors at once ([B, Q, K]); ``keys`` the cross-fed
+    embeddings ([N, K]). Only the ``nnz`` observed pairs are scored: O(nnz Q K).
     """
-    scores = (query[rows.seg] * keys[rows.cols]).sum(-1)  # Eq. 9 numerator, observed pairs only
+    kc = keys[rows.cols]  # [nnz, K], the rated entries' embeddings
+    scores = (queries[rows.seg] * kc.unsqueeze(1)).sum(-1)  # Eq. 9 numerator, [nnz, Q]
     if norm == "softmax":
-        weights = segment_softmax(scores / math.sqrt(query.shape[1]), rows.seg, rows.n_rows)
+        weights = segment_softmax(scores / math.sqrt(keys.shape[1]), rows.seg, rows.n_rows)
     else:
         weights = segment_ratio(scores, rows.seg, rows.n_rows)
-    # Eq. 10 as a weighted bag sum over each row's rated entries.
-    return F.embedding_bag(
-        rows.cols, keys, rows.offsets, mode="sum", per_sample_weights=weights
-    ).reshape(rows.n_rows, keys.shape[1])
+    out = torch.zeros(rows.n_rows, *queries.shape[1:], dtype=keys.dtype, device=keys.device)
+    return out.index_add(0, rows.seg, weights.unsqueeze(2) * kc.unsqueeze(1))  # Eq. 10
 
 
-def global_context(query: Tensor, keys: Tensor, norm: str) -> Tensor:
+def global_context(queries: Tensor, keys: Tensor, norm: str) -> Tensor:
     """Eq. 9-10 without the indicator (the paper's choice for sparse data): attend to all N keys."""
-    scores = query @ keys.T  # [B, N]
+    scores = queries @ keys.T  # [B, Q, N]
     if norm == "softmax":
-        weights = torch.softmax(scores / math.sqrt(query.shape[1]), dim=1)
+        weights = torch.softmax(scores / math.sqrt(keys.shape[1]), dim=-1)
     else:
-        weights = scores / scores.sum(dim=1, keepdim=True)
-    return weights @ keys
+        weights = scores / scores.sum(dim=-1, keepdim=True)
+    return weights @ keys  # Eq. 10
 
 
 class PosteriorAttention(nn.Module):
@@ -97,16 +99,16 @@ class PosteriorAttention(nn.Module):
             self.merge_mu = nn.Linear(2 * dim, dim)
             self.merge_var = nn.Linear(2 * dim, dim)
 
-    def context(self, query: Tensor, keys: Tensor, rows: RowSlice) -> Tensor:
-        if self.scope == "local":
-            return local_context(query, keys, rows, self.norm)
-        return global_context(query, keys, self.norm)
-
     def forward(
         self, mu: Tensor, var_logit: Tensor, keys: Tensor, rows: RowSlice
     ) -> tuple[Tensor, Tensor]:
-        c_mu = self.context(mu @ self.theta, keys, rows)  # Eq. 9-10 for the mean
-        c_var = self.context(torch.sigmoid(var_logit) @ self.lam, keys, rows)  # ... the variance
+        # Eq. 9 queries: mu_i Theta for the mean, sigma_i^2 Lambda for the variance (scored together)
+        queries = torch.stack([mu @ self.theta, torch.sigmoid(var_logit) @ self.lam], dim=1)
+        if self.scope == "local":
+            ctx = local_context(queries, keys, rows, self.norm)
+        else:
+            ctx = global_context(queries, keys, self.norm)
+        c_mu, c_var = ctx[:, 0], ctx[:, 1]  # Eq. 10
         if self.merge == "concat":
             mu = self.merge_mu(torch.cat([mu, c_mu], dim=1))
             var_logit = self.merge_var(torch.cat([var_logit, c_var], dim=1))
