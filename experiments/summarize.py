@@ -8,8 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 
-KEYS = ["test/rmse", "test/recall@20", "test/recall@50", "test/ndcg@20", "test/ndcg@50",
-        "seconds_per_epoch", "peak_rss_mb", "n_params"]
+KEYS = [
+    "test/rmse",
+    "test/recall@20",
+    "test/recall@50",
+    "test/ndcg@20",
+    "test/ndcg@50",
+    "seconds_per_epoch",
+    "peak_rss_mb",
+    "n_params",
+]
 
 
 def main(root: str) -> None:

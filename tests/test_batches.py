@@ -9,8 +9,13 @@ def small_data(n_users=23, n_items=17, n=120, seed=0) -> TrainData:
     g = torch.Generator().manual_seed(seed)
     cells = torch.randperm(n_users * n_items, generator=g)[:n]
     return TrainData(
-        n_users, n_items, cells // n_items, cells % n_items,
-        torch.randint(1, 6, (n,), generator=g).float(), 1.0, 5.0,
+        n_users,
+        n_items,
+        cells // n_items,
+        cells % n_items,
+        torch.randint(1, 6, (n,), generator=g).float(),
+        1.0,
+        5.0,
     )
 
 

@@ -8,8 +8,12 @@ from hydra.utils import instantiate
 from xfvae.io import atomic_write_csv
 from xfvae.train import train
 
-SYNTH = ["data=synthetic", "data.options.n_users=80", "data.options.n_items=60",
-         "data.options.density=0.3"]
+SYNTH = [
+    "data=synthetic",
+    "data.options.n_users=80",
+    "data.options.n_items=60",
+    "data.options.density=0.3",
+]
 
 
 def test_csv_split_reproduces_the_builtin_split(tmp_path, cfg_factory):
@@ -23,8 +27,13 @@ def test_csv_split_reproduces_the_builtin_split(tmp_path, cfg_factory):
     direct = train(direct_cfg)
     via_csv = train(
         cfg_factory(
-            "model=mf", "data=csv", "model.max_epochs=3", f"data.train={paths['train']}",
-            f"data.val={paths['val']}", f"data.test={paths['test']}", out=tmp_path / "csv",
+            "model=mf",
+            "data=csv",
+            "model.max_epochs=3",
+            f"data.train={paths['train']}",
+            f"data.val={paths['val']}",
+            f"data.test={paths['test']}",
+            out=tmp_path / "csv",
         )
     )
     for key in ("val/rmse", "test/rmse", "test/ndcg@20", "data/n_ratings"):

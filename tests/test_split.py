@@ -53,8 +53,15 @@ def test_split_cli_on_ml100k_matches_the_rule(tmp_path, data_dir):
 
     from xfvae.data import load_ratings
 
-    cmd = [sys.executable, "-m", "xfvae.split", "data=ml-100k", "seed=0", f"out={tmp_path}",
-           f"paths.data_dir={data_dir}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "xfvae.split",
+        "data=ml-100k",
+        "seed=0",
+        f"out={tmp_path}",
+        f"paths.data_dir={data_dir}",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     raw = load_ratings("ml-100k", data_dir)

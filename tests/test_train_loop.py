@@ -15,12 +15,30 @@ from xfvae.module import NonFiniteLossError
 from xfvae.train import train
 
 REQUIRED = {
-    "val/rmse", "test/rmse", "test/recall@20", "test/recall@50", "test/ndcg@20", "test/ndcg@50",
-    "best_epoch", "epochs", "train_seconds", "seconds_per_epoch", "peak_rss_mb", "n_params",
-    "seed", "model", "data", "git_commit",
+    "val/rmse",
+    "test/rmse",
+    "test/recall@20",
+    "test/recall@50",
+    "test/ndcg@20",
+    "test/ndcg@50",
+    "best_epoch",
+    "epochs",
+    "train_seconds",
+    "seconds_per_epoch",
+    "peak_rss_mb",
+    "n_params",
+    "seed",
+    "model",
+    "data",
+    "git_commit",
 }
-SYNTH = ["data=synthetic", "data.options.n_users=200", "data.options.n_items=150",
-         "data.options.density=0.2", "data.options.noise_sd=0.3"]
+SYNTH = [
+    "data=synthetic",
+    "data.options.n_users=200",
+    "data.options.n_items=150",
+    "data.options.density=0.2",
+    "data.options.noise_sd=0.3",
+]
 
 
 def brute_force_metrics(pred: pd.DataFrame, k: int) -> tuple[float, float]:
@@ -46,7 +64,9 @@ def mf_run(tmp_path_factory):
     from tests.conftest import make_cfg
 
     out = tmp_path_factory.mktemp("mf_run")
-    cfg = make_cfg(out, ["model=mf", *SYNTH, "model.max_epochs=25", "model.batch_size=128", "seed=0"])
+    cfg = make_cfg(
+        out, ["model=mf", *SYNTH, "model.max_epochs=25", "model.batch_size=128", "seed=0"]
+    )
     return out, train(cfg)
 
 
@@ -84,26 +104,45 @@ def test_mf_learns_low_rank_structure(mf_run):
 
 def test_same_seed_gives_identical_metrics(tmp_path, cfg_factory):
     runs = [
-        train(cfg_factory("model=mf", *SYNTH, "model.max_epochs=3", "seed=5", out=tmp_path / str(k)))
+        train(
+            cfg_factory("model=mf", *SYNTH, "model.max_epochs=3", "seed=5", out=tmp_path / str(k))
+        )
         for k in range(2)
     ]
     for key in ("val/rmse", "test/rmse", "test/ndcg@20", "test/recall@50", "best_epoch"):
         assert runs[0][key] == runs[1][key]
-    other = train(cfg_factory("model=mf", *SYNTH, "model.max_epochs=3", "seed=6", out=tmp_path / "o"))
+    other = train(
+        cfg_factory("model=mf", *SYNTH, "model.max_epochs=3", "seed=6", out=tmp_path / "o")
+    )
     assert other["test/rmse"] != runs[0]["test/rmse"]
 
 
 def test_non_finite_loss_stops_with_clear_error(cfg_factory):
-    cfg = cfg_factory("model=mf", *SYNTH, "model.max_epochs=3", "model.optimizer.lr=1e30",
-                      "model.net.init_std=1e10")
+    cfg = cfg_factory(
+        "model=mf",
+        *SYNTH,
+        "model.max_epochs=3",
+        "model.optimizer.lr=1e30",
+        "model.net.init_std=1e10",
+    )
     with pytest.raises(NonFiniteLossError, match="learning rate"):
         train(cfg)
 
 
 def test_cli_exits_non_zero_on_nan(tmp_path):
-    cmd = [sys.executable, "-m", "xfvae.train", "model=mf", *SYNTH, "model.max_epochs=2",
-           "logger=none", "model.optimizer.lr=1e30", "model.net.init_std=1e10",
-           "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "xfvae.train",
+        "model=mf",
+        *SYNTH,
+        "model.max_epochs=2",
+        "logger=none",
+        "model.optimizer.lr=1e30",
+        "model.net.init_std=1e10",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={tmp_path}",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0
     assert "training loss became" in res.stderr + res.stdout
@@ -111,8 +150,16 @@ def test_cli_exits_non_zero_on_nan(tmp_path):
 
 
 def test_cli_run_dir_holds_config_and_outputs(tmp_path):
-    cmd = [sys.executable, "-m", "xfvae.train", "model=mf", *SYNTH, "model.max_epochs=2",
-           "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "xfvae.train",
+        "model=mf",
+        *SYNTH,
+        "model.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={tmp_path}",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     for name in (".hydra/config.yaml", "metrics.json", "history.csv", "test_predictions.csv"):

@@ -14,10 +14,14 @@ def damped_biases(data: TrainData, damping: float = 10.0) -> tuple[torch.Tensor,
     mu = data.global_mean
     r = data.ratings.double() - mu
     n_i = torch.bincount(data.items, minlength=data.n_items).double()
-    b_i = torch.zeros(data.n_items, dtype=torch.float64).index_add_(0, data.items, r) / (n_i + damping)
+    b_i = torch.zeros(data.n_items, dtype=torch.float64).index_add_(0, data.items, r) / (
+        n_i + damping
+    )
     r_u = r - b_i[data.items]
     n_u = torch.bincount(data.users, minlength=data.n_users).double()
-    b_u = torch.zeros(data.n_users, dtype=torch.float64).index_add_(0, data.users, r_u) / (n_u + damping)
+    b_u = torch.zeros(data.n_users, dtype=torch.float64).index_add_(0, data.users, r_u) / (
+        n_u + damping
+    )
     return b_u.float(), b_i.float()
 
 
@@ -30,7 +34,9 @@ class ColdStart(torch.nn.Module):
             raise ValueError(f"evaluation.cold_start must be one of {POLICIES}, got {policy!r}")
         self.policy = policy
         b_u, b_i = damped_biases(data)
-        self.register_buffer("mu", torch.tensor(data.global_mean, dtype=torch.float32), persistent=False)
+        self.register_buffer(
+            "mu", torch.tensor(data.global_mean, dtype=torch.float32), persistent=False
+        )
         self.register_buffer("b_u", b_u, persistent=False)
         self.register_buffer("b_i", b_i, persistent=False)
         self.register_buffer("user_seen", data.user_seen, persistent=False)
@@ -39,7 +45,9 @@ class ColdStart(torch.nn.Module):
     def is_cold(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return ~(self.user_seen[users] & self.item_seen[items])
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor, preds: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, users: torch.Tensor, items: torch.Tensor, preds: torch.Tensor
+    ) -> torch.Tensor:
         if self.policy == "model":
             return preds
         fallback = self.mu.expand_as(preds)

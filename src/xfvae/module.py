@@ -15,7 +15,6 @@ import torch
 from xfvae.cold_start import ColdStart
 from xfvae.data.train_data import TrainData
 
-
 # Batches are built in-process from tensors already in memory: worker processes would only add cost.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*IterableDataset.*__len__.*")
@@ -68,7 +67,9 @@ class RatingTask(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self._call_net("on_train_epoch_end", self.current_epoch)
         m = self.trainer.callback_metrics
-        losses = torch.stack(self.epoch_losses) if self.epoch_losses else torch.tensor([float("nan")])
+        losses = (
+            torch.stack(self.epoch_losses) if self.epoch_losses else torch.tensor([float("nan")])
+        )
         self.history.append(
             {
                 "epoch": self.current_epoch,
@@ -104,7 +105,9 @@ class RatingTask(pl.LightningModule):
                 "regularisation, or set trainer.gradient_clip_val"
             )
         self.epoch_losses.append(loss.detach())
-        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=1)
+        self.log(
+            "train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=1
+        )
         for k, v in extra.items():
             if k != "loss":
                 self.log(f"train/{k}", v.detach(), on_step=False, on_epoch=True, batch_size=1)
@@ -122,7 +125,9 @@ class RatingTask(pl.LightningModule):
         preds = self.cold(users, items, preds)
         return preds.clamp(self.rating_min, self.rating_max)
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         preds = self.predict_pairs(batch["users"], batch["items"])
         err = ((preds - batch["ratings"]) ** 2).double().sum()
         self._eval.setdefault(dataloader_idx, []).append((err, batch["ratings"].numel()))

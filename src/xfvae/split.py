@@ -51,7 +51,9 @@ def _main(argv: list[str]) -> None:
 
     out = [a for a in argv if a.startswith("out=")]
     if not out:
-        sys.exit("usage: python -m xfvae.split data=<name> seed=<s> out=DIR [data.split.train_frac=0.7]")
+        sys.exit(
+            "usage: python -m xfvae.split data=<name> seed=<s> out=DIR [data.split.train_frac=0.7]"
+        )
     overrides = [a for a in argv if not a.startswith("out=")]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)

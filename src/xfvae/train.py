@@ -45,7 +45,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     dm = instantiate(cfg.data)
     dm.setup()
     net = instantiate(cfg.model.net, data=dm.train_data)
-    dm.configure_batches(net.batch_kind, cfg.model.batch_size, cfg.model.get("shuffle_blocks", True))
+    dm.configure_batches(
+        net.batch_kind, cfg.model.batch_size, cfg.model.get("shuffle_blocks", True)
+    )
     optimizer = instantiate(cfg.model.optimizer) if cfg.model.get("optimizer") else None
     task = RatingTask(
         net, optimizer, dm.train_data, cfg.evaluation.cold_start, cfg.evaluation.eval_batch_size
@@ -80,21 +82,32 @@ def _best(trainer: pl.Trainer, task: RatingTask) -> tuple[float, int]:
     return float(row["val_rmse"]), int(row["epoch"])
 
 
-def _metrics(cfg: DictConfig, dm, task: RatingTask, trainer: pl.Trainer, train_seconds: float) -> dict:
+def _metrics(
+    cfg: DictConfig, dm, task: RatingTask, trainer: pl.Trainer, train_seconds: float
+) -> dict:
     out = task.test_outputs
     ev = cfg.evaluation
     if ev.protocol == "full":
         td = dm.train_data
         kwargs = dict(
-            score_fn=task.score_users, n_items=td.n_items,
-            train_users=td.users.numpy(), train_items=td.items.numpy(),
+            score_fn=task.score_users,
+            n_items=td.n_items,
+            train_users=td.users.numpy(),
+            train_items=td.items.numpy(),
         )
     else:
         kwargs = dict(min_test_ratings=ev.min_test_ratings)
     scores = evaluate(
-        out["users"], out["items"], out["ratings"].astype(np.float64),
-        out["preds"].astype(np.float64), dm.rating_min, dm.rating_max,
-        protocol=ev.protocol, ks=tuple(ev.ks), threshold=ev.relevance_threshold, **kwargs,
+        out["users"],
+        out["items"],
+        out["ratings"].astype(np.float64),
+        out["preds"].astype(np.float64),
+        dm.rating_min,
+        dm.rating_max,
+        protocol=ev.protocol,
+        ks=tuple(ev.ks),
+        threshold=ev.relevance_threshold,
+        **kwargs,
     )
     val_rmse, best_epoch = _best(trainer, task)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -110,7 +123,8 @@ def _metrics(cfg: DictConfig, dm, task: RatingTask, trainer: pl.Trainer, train_s
             "seconds_per_epoch": round(statistics.median(seconds), 4) if seconds else float("nan"),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
-            if torch.cuda.is_available() else None,
+            if torch.cuda.is_available()
+            else None,
             "n_params": int(sum(p.numel() for p in task.net.parameters())),
             "data/n_users": dm.train_data.n_users,
             "data/n_items": dm.train_data.n_items,

@@ -28,7 +28,9 @@ def iter_triples(data: TrainData, batch_size: int, g: torch.Generator) -> Iterat
         yield {"users": data.users[idx], "items": data.items[idx], "ratings": data.ratings[idx]}
 
 
-def iter_rows(data: TrainData, batch_size: int, g: torch.Generator, transpose: bool) -> Iterator[Batch]:
+def iter_rows(
+    data: TrainData, batch_size: int, g: torch.Generator, transpose: bool
+) -> Iterator[Batch]:
     """Shuffled rows of X (users) or X^T (items) that hold at least one training rating."""
     seen = data.item_seen if transpose else data.user_seen
     candidates = torch.nonzero(seen).squeeze(1)
@@ -87,7 +89,9 @@ def iter_blocks(plan: BlockPlan, g: torch.Generator, shuffle: bool) -> Iterator[
 class EpochBatches(IterableDataset):
     """One pass = one epoch; ``make(generator)`` yields its batches, seeded by (seed, epoch)."""
 
-    def __init__(self, make: Callable[[torch.Generator], Iterator[Batch]], n_batches: int, seed: int):
+    def __init__(
+        self, make: Callable[[torch.Generator], Iterator[Batch]], n_batches: int, seed: int
+    ):
         super().__init__()
         self.make, self.n_batches, self.seed, self.epoch = make, int(n_batches), seed, 0
 
