@@ -116,6 +116,23 @@ class RowModel(nn.Module):
         return sum(m.weight.pow(2).sum() for m in self.modules() if isinstance(m, nn.Linear))
 
 
+def layer_sizes(hidden: Sequence[int] | int | str | None) -> list[int]:
+    """Hidden layer sizes from a list, one int, or a string ``"100-50"`` (``""``: none). Strings let
+    the Optuna sweeper, whose categorical choices must be scalars, search over depth."""
+    if hidden is None or hidden == "":
+        return []
+    if isinstance(hidden, int):
+        return [hidden]
+    if isinstance(hidden, str):
+        try:
+            return [int(h) for h in hidden.split("-")]
+        except ValueError:
+            raise ValueError(
+                f"hidden={hidden!r}: write layer sizes as '100-50' or a list [100, 50]"
+            ) from None
+    return [int(h) for h in hidden]
+
+
 def mlp(sizes: Sequence[int], act: str, last_act: str | None) -> nn.Sequential:
     """Linear layers through ``sizes`` with ``act`` between them and ``last_act`` after the last."""
     layers: list[nn.Module] = []
@@ -138,7 +155,7 @@ class AutoRec(RowModel):
         self,
         data: TrainData,
         dim: int = 500,
-        hidden: Sequence[int] = (),
+        hidden: Sequence[int] | str = (),
         activation: str = "relu",
         output: str = "sigmoid",
         reg: float = 0.1,
@@ -148,7 +165,7 @@ class AutoRec(RowModel):
         if output not in ("sigmoid", "identity"):
             raise ValueError(f"AutoRec output must be 'sigmoid' or 'identity', got {output!r}")
         self.output, self.reg = output, float(reg)
-        sizes = [self.n_cols, *hidden, dim]
+        sizes = [self.n_cols, *layer_sizes(hidden), dim]
         self.encoder = mlp(sizes, activation, activation)
         self.decoder = mlp(sizes[::-1], activation, None)
         last = self.decoder[-1]

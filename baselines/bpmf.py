@@ -41,16 +41,18 @@ def sample_hyper(x: torch.Tensor, beta0: float, nu0: float) -> tuple[torch.Tenso
     return sample_gaussian(mu_n.unsqueeze(0), (beta_n * lam).unsqueeze(0)).squeeze(0), lam
 
 
-def sample_wishart(scale: torch.Tensor, df: float) -> torch.Tensor:
+def sample_wishart(scale: torch.Tensor, df: float, n: int | None = None) -> torch.Tensor:
     """Bartlett decomposition: (L A)(L A)^T, scale = L L^T, A lower triangular with A_kk^2 ~
-    chi2(df - k) and N(0, 1) below the diagonal. Not torch.distributions.Wishart: its rsample in
-    torch 2.13 flags every positive-definite draw as singular, warns and redraws."""
+    chi2(df - k) and N(0, 1) below the diagonal; ``n`` independent draws stacked when given. Not
+    torch.distributions.Wishart: its rsample in torch 2.13 flags every positive-definite draw as
+    singular, warns and redraws."""
     d = scale.shape[0]
+    batch = () if n is None else (n,)
     dfs = df - torch.arange(d, dtype=scale.dtype, device=scale.device)
-    a = torch.tril(torch.randn(d, d, dtype=scale.dtype, device=scale.device), diagonal=-1)
-    a = a + torch.diag(Chi2(dfs).sample().sqrt())
+    a = torch.tril(torch.randn(*batch, d, d, dtype=scale.dtype, device=scale.device), diagonal=-1)
+    a = a + torch.diag_embed(Chi2(dfs, validate_args=False).sample(batch).sqrt())
     la = torch.linalg.cholesky(scale) @ a
-    return la @ la.T
+    return la @ la.mT
 
 
 def sample_gaussian(mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
@@ -61,7 +63,12 @@ def sample_gaussian(mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor
 
 
 def conditional(
-    other: torch.Tensor, ind: torch.Tensor, res: torch.Tensor, mu: torch.Tensor, lam: torch.Tensor, alpha: float
+    other: torch.Tensor,
+    ind: torch.Tensor,
+    res: torch.Tensor,
+    mu: torch.Tensor,
+    lam: torch.Tensor,
+    alpha: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 12-13 for every row at once: precision Lambda + alpha sum_j V_j V_j^T and mean
     precision^-1 (alpha sum_j R_ij V_j + Lambda mu), sums over each row's observed j only.

@@ -31,8 +31,9 @@ from xfvae.data.train_data import TrainData
 
 class ConvNCF(nn.Module):
     """Parameters: ``dim`` embedding size K, ``channels`` feature maps per conv layer, ``n_conv``
-    number of conv layers (default log2 K), ``reg`` L2 weight, ``init_std`` of the embeddings,
-    ``predict_chunk`` pairs per forward pass in :meth:`predict` (the K x K maps cost memory)."""
+    number of conv layers (default: halve while K is even, log2 K layers for a power of two), ``reg`` L2 weight, ``init_std`` of the embeddings,
+    ``predict_chunk`` pairs per forward pass in :meth:`predict` (default: as many as keep the
+    first feature maps near 2^25 values, since the K x K maps are the memory cost)."""
 
     batch_kind = "triples"
 
@@ -44,7 +45,7 @@ class ConvNCF(nn.Module):
         n_conv: int | None = None,
         reg: float = 0.0,
         init_std: float = 0.1,
-        predict_chunk: int = 4096,
+        predict_chunk: int | None = None,
     ):
         super().__init__()
         max_conv = (dim & -dim).bit_length() - 1  # times K can be halved exactly
@@ -54,8 +55,13 @@ class ConvNCF(nn.Module):
                 f"ConvNCF: n_conv={n_conv} needs K={dim} divisible by 2^{n_conv}; "
                 f"choose n_conv in 1..{max_conv} or a K that is a power of two (model.net.dim)"
             )
-        self.reg, self.predict_chunk = float(reg), int(predict_chunk)
-        self.p, self.q = embedding(data.n_users, dim, init_std), embedding(data.n_items, dim, init_std)
+        self.reg = float(reg)
+        per_pair = channels * (dim // 2) ** 2
+        self.predict_chunk = int(predict_chunk or max(1, 2**25 // per_pair))
+        self.p, self.q = (
+            embedding(data.n_users, dim, init_std),
+            embedding(data.n_items, dim, init_std),
+        )
         layers: list[nn.Module] = []
         for k in range(n_conv):
             conv = nn.Conv2d(1 if k == 0 else channels, channels, 2, stride=2)
@@ -75,7 +81,9 @@ class ConvNCF(nn.Module):
         step = self.predict_chunk
         if users.numel() == 0:
             return torch.zeros(0, device=users.device)
-        return torch.cat([self(users[s : s + step], items[s : s + step]) for s in range(0, users.numel(), step)])
+        return torch.cat(
+            [self(users[s : s + step], items[s : s + step]) for s in range(0, users.numel(), step)]
+        )
 
     def penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         weights = [m.weight for m in self.modules() if isinstance(m, nn.Conv2d | nn.Linear)]

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines.autorec import RowModel, mlp
+from baselines.autorec import RowModel, layer_sizes, mlp
 from xfvae.data.train_data import TrainData
 
 
@@ -51,7 +51,7 @@ class MultDAE(RowModel):
         self,
         data: TrainData,
         dim: int = 200,
-        hidden: Sequence[int] = (),
+        hidden: Sequence[int] | str = (),
         dropout: float = 0.5,
         reg: float = 0.01,
         normalize: bool = True,
@@ -60,7 +60,7 @@ class MultDAE(RowModel):
         super().__init__(data, chunk_elems)
         self.reg, self.normalize = float(reg), bool(normalize)
         self.drop = nn.Dropout(dropout)
-        sizes = [self.n_cols, *hidden, dim]
+        sizes = [self.n_cols, *layer_sizes(hidden), dim]
         self.encoder = mlp(sizes, "tanh", "tanh")
         self.decoder = mlp(sizes[::-1], "tanh", None)
         init_like_liang(self, self.global_mean)

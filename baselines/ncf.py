@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from baselines.autorec import mlp
+from baselines.autorec import layer_sizes, mlp
 from xfvae.data.train_data import TrainData
 
 VARIANTS = ("mlp", "gmf", "neumf")
@@ -49,7 +49,7 @@ class NCF(nn.Module):
         data: TrainData,
         variant: str = "mlp",
         dim: int = 32,
-        hidden: Sequence[int] = (32, 16, 8),
+        hidden: Sequence[int] | str = (32, 16, 8),
         gmf_dim: int = 8,
         reg: float = 0.0,
         predict_chunk: int = 65536,
@@ -61,11 +61,14 @@ class NCF(nn.Module):
         width = 0
         if variant in ("mlp", "neumf"):
             self.p_mlp, self.q_mlp = embedding(data.n_users, dim), embedding(data.n_items, dim)
-            sizes = [2 * dim, *hidden]
-            self.tower = mlp(sizes, "relu", "relu") if hidden else nn.Identity()
+            sizes = [2 * dim, *layer_sizes(hidden)]
+            self.tower = mlp(sizes, "relu", "relu") if len(sizes) > 1 else nn.Identity()
             width += sizes[-1]
         if variant in ("gmf", "neumf"):
-            self.p_gmf, self.q_gmf = embedding(data.n_users, gmf_dim), embedding(data.n_items, gmf_dim)
+            self.p_gmf, self.q_gmf = (
+                embedding(data.n_users, gmf_dim),
+                embedding(data.n_items, gmf_dim),
+            )
             width += gmf_dim
         self.out = nn.Linear(width, 1)
         nn.init.constant_(self.out.bias, data.global_mean)
@@ -90,7 +93,9 @@ class NCF(nn.Module):
         step = self.predict_chunk
         if users.numel() == 0:
             return torch.zeros(0, device=users.device)
-        return torch.cat([self(users[s : s + step], items[s : s + step]) for s in range(0, users.numel(), step)])
+        return torch.cat(
+            [self(users[s : s + step], items[s : s + step]) for s in range(0, users.numel(), step)]
+        )
 
     def penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Sum over the batch of |p_u|^2 + |q_i|^2 (every embedding table) + squared dense weights."""

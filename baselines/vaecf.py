@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines.autorec import RowModel, mlp
+from baselines.autorec import RowModel, layer_sizes, mlp
 from baselines.daecf import init_like_liang
 from xfvae.data.train_data import TrainData
 
@@ -45,7 +45,7 @@ class MultVAE(RowModel):
         self,
         data: TrainData,
         dim: int = 200,
-        hidden: Sequence[int] = (600,),
+        hidden: Sequence[int] | str = (600,),
         dropout: float = 0.5,
         beta_cap: float = 0.2,
         anneal_steps: int = 200_000,
@@ -56,8 +56,9 @@ class MultVAE(RowModel):
         self.dim, self.beta_cap, self.anneal_steps = int(dim), float(beta_cap), int(anneal_steps)
         self.normalize = bool(normalize)
         self.drop = nn.Dropout(dropout)
+        hidden = layer_sizes(hidden)
         self.encoder = mlp([self.n_cols, *hidden, 2 * self.dim], "tanh", None)
-        self.decoder = mlp([self.dim, *reversed(list(hidden)), self.n_cols], "tanh", None)
+        self.decoder = mlp([self.dim, *hidden[::-1], self.n_cols], "tanh", None)
         init_like_liang(self.encoder, 0.0)
         init_like_liang(self.decoder, self.global_mean)
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))

@@ -54,31 +54,41 @@ def synthetic_train_data(n_ratings: int, n_users: int, n_items: int, seed: int =
     from xfvae.data.train_data import TrainData
 
     rng = np.random.default_rng(seed)
-    cells = np.unique(rng.integers(0, n_users * n_items, size=int(n_ratings * 1.02), dtype=np.int64))
+    cells = np.unique(
+        rng.integers(0, n_users * n_items, size=int(n_ratings * 1.02), dtype=np.int64)
+    )
     cells = rng.permutation(cells)[:n_ratings]
     users, items = cells // n_items, cells % n_items
     ratings = rng.integers(1, 6, size=users.size).astype(np.float32)
     return TrainData(
-        n_users, n_items, torch.from_numpy(users), torch.from_numpy(items),
-        torch.from_numpy(ratings), 1.0, 5.0,
+        n_users,
+        n_items,
+        torch.from_numpy(users),
+        torch.from_numpy(items),
+        torch.from_numpy(ratings),
+        1.0,
+        5.0,
     )
 
 
-def default_net_and_optimizer(data, block: list[int]):
-    """The committed conf/model/xfvae.yaml, instantiated exactly as the training loop does."""
+def default_net_and_optimizer(data, block: list[int], overrides: tuple[str, ...] = ()):
+    """The committed conf/model/xfvae.yaml (plus ``overrides``), instantiated as the loop does."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
     from xfvae import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["model=xfvae", f"model.batch_size=[{block[0]},{block[1]}]"])
+        base = ["model=xfvae", f"model.batch_size=[{block[0]},{block[1]}]"]
+        cfg = compose("train", overrides=base + list(overrides))
     net = instantiate(cfg.model.net, data=data)
     opt = instantiate(cfg.model.optimizer)(params=list(net.parameters()))
     return net, opt
 
 
-def timed_blocks(data, block: list[int], max_blocks: int | None) -> dict:
+def timed_blocks(
+    data, block: list[int], max_blocks: int | None, overrides: tuple[str, ...] = ()
+) -> dict:
     """Algorithm 1 for one epoch (or its first ``max_blocks`` blocks) on ``data``."""
     import torch
 
@@ -86,7 +96,7 @@ def timed_blocks(data, block: list[int], max_blocks: int | None) -> dict:
 
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    net, opt = default_net_and_optimizer(data, block)
+    net, opt = default_net_and_optimizer(data, block, overrides)
     plan = BlockPlan(data, block[0], block[1], seed=0)
     setup = time.perf_counter() - t0
     net.on_fit_start()
@@ -104,10 +114,17 @@ def timed_blocks(data, block: list[int], max_blocks: int | None) -> dict:
     block_seconds = time.perf_counter() - t_blocks
     n_blocks = plan.n_ub * plan.n_ib
     res = {
-        "n_users": data.n_users, "n_items": data.n_items, "n_ratings": data.n_ratings,
-        "block_size": block, "blocks_per_epoch": n_blocks, "blocks_run": n,
-        "seconds_per_block": block_seconds / n, "setup_seconds": setup,
-        "attention": net.attention, "n_params": sum(p.numel() for p in net.parameters()),
+        "overrides": list(overrides),
+        "n_users": data.n_users,
+        "n_items": data.n_items,
+        "n_ratings": data.n_ratings,
+        "block_size": block,
+        "blocks_per_epoch": n_blocks,
+        "blocks_run": n,
+        "seconds_per_block": block_seconds / n,
+        "setup_seconds": setup,
+        "attention": net.attention,
+        "n_params": sum(p.numel() for p in net.parameters()),
     }
     if max_blocks is None:
         t_end = time.perf_counter()
@@ -129,6 +146,7 @@ def worker(argv: list[str]) -> None:
     p.add_argument("--block", type=int, nargs=2, default=[100, 100])
     p.add_argument("--max-blocks", type=int, default=None)
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--attention", nargs="+", default=[None], help="attention modes, run in turn")
     a = p.parse_args(argv)
     import torch
 
@@ -139,8 +157,16 @@ def worker(argv: list[str]) -> None:
         t0 = time.perf_counter()
         data = synthetic_train_data(a.n_ratings, a.n_users, a.n_items)
         _ = data.csr, data.csr_t
-        res = {"data_seconds": time.perf_counter() - t0, **timed_blocks(data, a.block, a.max_blocks)}
-    res.update(threads=torch.get_num_threads(), peak_rss_mb=round(peak_rss_mb(), 1), load_avg=load())
+        res = {"data_seconds": time.perf_counter() - t0, "runs": []}
+        for mode in a.attention:  # same data for every mode; peak RSS is cumulative
+            over = () if mode is None else (f"model.net.attention={mode}",)
+            res["runs"].append(timed_blocks(data, a.block, a.max_blocks, over))
+            res["runs"][-1]["peak_rss_mb_so_far"] = round(peak_rss_mb(), 1)
+        if len(res["runs"]) == 1:
+            res.update(res.pop("runs")[0])
+    res.update(
+        threads=torch.get_num_threads(), peak_rss_mb=round(peak_rss_mb(), 1), load_avg=load()
+    )
     print(json.dumps(res))
 
 
@@ -154,8 +180,13 @@ def loop_worker(epochs: int) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [
-            "model=xfvae", "data=ml-100k", "seed=0", "logger=none", "callbacks=none",
-            f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false",
+            "model=xfvae",
+            "data=ml-100k",
+            "seed=0",
+            "logger=none",
+            "callbacks=none",
+            f"trainer.max_epochs={epochs}",
+            "trainer.enable_progress_bar=false",
         ]
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("train", overrides=overrides)
@@ -166,7 +197,9 @@ def loop_worker(epochs: int) -> dict:
         wall = time.perf_counter() - t0
         hist = json.loads(json.dumps(metrics))
     return {
-        "epochs": epochs, "wall_seconds": wall, "seconds_per_epoch_median": hist["seconds_per_epoch"],
+        "epochs": epochs,
+        "wall_seconds": wall,
+        "seconds_per_epoch_median": hist["seconds_per_epoch"],
         "val_rmse_after": hist["val/rmse"],
     }
 
@@ -178,16 +211,28 @@ def part_ml100k() -> dict:
 
 
 def part_scaling(threads: int) -> dict:
-    """0.5, 1, 2, 4 M ratings; users:items = 5:1 and density 1% fixed (so I, J grow as sqrt(n)),
-    with the block grid fixed at 10 x 10 (B_U = I/10, B_V = J/10; the paper enlarges the batch
-    sizes with the data set, 4.2). Linear scaling means seconds/epoch proportional to n."""
+    """0.5, 1, 2, 4 M ratings; users:items = 5:1 and density 2% fixed (so I, J grow as sqrt(n);
+    attention=auto resolves to local), with the block grid fixed at 10 x 10 (B_U = I/10,
+    B_V = J/10: the paper enlarges the batch sizes with the data set, 4.2). Linear scaling means
+    seconds/epoch proportional to n; with a fixed B instead, the number of blocks grows as n and
+    each block's (I + J) K M latent-weight update as sqrt(n), i.e. n^1.5 by design of Algorithm 1."""
     runs = []
     for n in (500_000, 1_000_000, 2_000_000, 4_000_000):
-        n_items = int(round(math.sqrt(n / 0.01 / 5)))
+        n_items = int(round(math.sqrt(n / 0.02 / 5)))
         n_users = 5 * n_items
         block = [math.ceil(n_users / 10), math.ceil(n_items / 10)]
-        args = ["blocks", "--n-ratings", str(n), "--n-users", str(n_users), "--n-items", str(n_items),
-                "--block", str(block[0]), str(block[1])]
+        args = [
+            "blocks",
+            "--n-ratings",
+            str(n),
+            "--n-users",
+            str(n_users),
+            "--n-items",
+            str(n_items),
+            "--block",
+            str(block[0]),
+            str(block[1]),
+        ]
         runs.append(child(args, threads))
         print(json.dumps(runs[-1]), flush=True)
     base = runs[0]
@@ -199,9 +244,28 @@ def part_scaling(threads: int) -> dict:
 
 
 def part_ml20m(threads: int, max_blocks: int) -> dict:
-    """ML-20M shape (138,493 x 26,744, 20 M ratings), B_U = B_V = 1000 (paper 4.2), bounded blocks."""
-    args = ["blocks", "--n-ratings", "20000000", "--n-users", "138493", "--n-items", "26744",
-            "--block", "1000", "1000", "--max-blocks", str(max_blocks)]
+    """ML-20M shape (138,493 x 26,744, 20 M ratings), B_U = B_V = 1000 (paper 4.2), bounded blocks.
+
+    The default resolves to global attention there (density 0.5%); local and none are timed on
+    the same data to show what the B x N global attention costs."""
+    args = [
+        "blocks",
+        "--n-ratings",
+        "20000000",
+        "--n-users",
+        "138493",
+        "--n-items",
+        "26744",
+        "--block",
+        "1000",
+        "1000",
+        "--max-blocks",
+        str(max_blocks),
+        "--attention",
+        "global",
+        "local",
+        "none",
+    ]
     return child(args, threads)
 
 
@@ -209,7 +273,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_worker":
         worker(sys.argv[2:])
         return
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("part", choices=["ml100k", "scaling", "ml20m"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-blocks", type=int, default=8)
@@ -224,8 +290,13 @@ def main() -> None:
         res = part_scaling(a.threads)
     else:
         res = part_ml20m(a.threads, a.max_blocks)
-    out = {"part": a.part, "load_avg_start": started, "load_avg_end": load(), "cpu_count": os.cpu_count(),
-           "result": res}
+    out = {
+        "part": a.part,
+        "load_avg_start": started,
+        "load_avg_end": load(),
+        "cpu_count": os.cpu_count(),
+        "result": res,
+    }
     path = atomic_write_json(RESULTS / f"bench_xfvae_{a.part}.json", out)
     print(json.dumps(out, indent=2))
     print(f"written: {path}")

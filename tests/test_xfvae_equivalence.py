@@ -94,8 +94,15 @@ def test_sparse_path_matches_dense_reference(case):
     n_rows, n_cols, k = 9, 7, 3
     m = sparse_matrix(n_rows, n_cols, 0.4, seed=1)
     kw = dict(
-        dim=k, inter_dim=4, input_layers=0, input_width=5, output_layers=0, output_width=6,
-        use_data_input=True, use_cross_feedback=True, attention_norm="softmax",
+        dim=k,
+        inter_dim=4,
+        input_layers=0,
+        input_width=5,
+        output_layers=0,
+        output_width=6,
+        use_data_input=True,
+        use_cross_feedback=True,
+        attention_norm="softmax",
         attention_merge="concat",
     )
     kw.update(case)

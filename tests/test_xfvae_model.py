@@ -20,21 +20,30 @@ SMALL = dict(dim=4, inter_dim=6, input_width=8, output_width=8)
 
 def synthetic_split(n_users=120, n_items=90, density=0.2, noise_sd=0.3, seed=0, holdout=0.2):
     """Low-rank ratings with known noise, split into train TrainData and held-out (u, i, r, truth)."""
-    df = make_synthetic(n_users, n_items, density, rank=3, noise_sd=noise_sd, seed=seed, with_truth=True)
+    df = make_synthetic(
+        n_users, n_items, density, rank=3, noise_sd=noise_sd, seed=seed, with_truth=True
+    )
     rng = np.random.default_rng(seed)
     test = rng.random(len(df)) < holdout
     tr = df[~test]
     data = TrainData(
-        n_users, n_items,
+        n_users,
+        n_items,
         torch.tensor(tr["user"].to_numpy(), dtype=torch.long),
         torch.tensor(tr["item"].to_numpy(), dtype=torch.long),
         torch.tensor(tr["rating"].to_numpy(), dtype=torch.float32),
-        1.0, 5.0,
+        1.0,
+        5.0,
     )
     te = df[test]
     held = tuple(
         torch.tensor(te[c].to_numpy(), dtype=dt)
-        for c, dt in (("user", torch.long), ("item", torch.long), ("rating", torch.float32), ("true_rating", torch.float32))
+        for c, dt in (
+            ("user", torch.long),
+            ("item", torch.long),
+            ("rating", torch.float32),
+            ("true_rating", torch.float32),
+        )
     )
     return data, held
 
@@ -124,7 +133,9 @@ def test_local_attention_ignores_unrated_entries_and_global_attends_to_all():
     keys = torch.randn(6, 3)
     query = torch.randn(2, 1, 3)
     # row 0 rated entries 1 and 4, row 1 rated entry 2 only
-    rows = RowSlice(2, torch.tensor([1, 4, 2]), torch.ones(3), torch.tensor([0, 2]), torch.tensor([0, 0, 1]))
+    rows = RowSlice(
+        2, torch.tensor([1, 4, 2]), torch.ones(3), torch.tensor([0, 2]), torch.tensor([0, 0, 1])
+    )
     c = local_context(query, keys, rows, "softmax")[:, 0]
     scores = (query[0, 0] @ keys[[1, 4]].T) / math.sqrt(3)
     w = torch.softmax(scores, 0)
@@ -144,11 +155,42 @@ def test_attention_scores_several_queries_independently():
     torch.manual_seed(4)
     keys = torch.randn(5, 3)
     q = torch.randn(2, 2, 3)
-    rows = RowSlice(2, torch.tensor([0, 3, 4, 1]), torch.ones(4), torch.tensor([0, 3]), torch.tensor([0, 0, 0, 1]))
-    for ctx in (lambda x: local_context(x, keys, rows, "softmax"), lambda x: global_context(x, keys, "ratio")):
+    rows = RowSlice(
+        2,
+        torch.tensor([0, 3, 4, 1]),
+        torch.ones(4),
+        torch.tensor([0, 3]),
+        torch.tensor([0, 0, 0, 1]),
+    )
+    for ctx in (
+        lambda x: local_context(x, keys, rows, "softmax"),
+        lambda x: global_context(x, keys, "ratio"),
+    ):
         both = ctx(q)
         torch.testing.assert_close(both[:, 1:], ctx(q[:, 1:]))
         torch.testing.assert_close(both[:, :1], ctx(q[:, :1]))
+
+
+def test_chunked_global_attention_matches_one_shot(monkeypatch):
+    """Large score matrices go through in checkpointed row chunks: same values and gradients."""
+    import xfvae.models.attention as att
+
+    torch.manual_seed(6)
+    keys = torch.randn(50, 4, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(9, 2, 4, dtype=torch.float64, requires_grad=True)
+
+    def run():
+        out = global_context(q, keys, "softmax")
+        (out * torch.arange(out.numel(), dtype=torch.float64).reshape(out.shape)).sum().backward()
+        grads = q.grad.clone(), keys.grad.clone()
+        q.grad = keys.grad = None
+        return out.detach(), grads
+
+    whole = run()
+    monkeypatch.setattr(att, "GLOBAL_CHUNK_ELEMENTS", 2 * 50 * 2)  # two rows per chunk
+    chunked = run()
+    torch.testing.assert_close(chunked[0], whole[0])
+    torch.testing.assert_close(chunked[1], whole[1])
 
 
 def test_ratio_norm_is_eq9_as_printed():
@@ -209,7 +251,9 @@ def test_sequential_updates_one_side_per_step(small):
         m.zero_grad(set_to_none=True)
         m.loss(b)["loss"].backward()
         frozen = "item_encoder" if trained == "user_encoder" else "user_encoder"
-        assert all(p.grad is not None for n, p in m.named_parameters() if n.startswith(trained)), step
+        assert all(p.grad is not None for n, p in m.named_parameters() if n.startswith(trained)), (
+            step
+        )
         assert all(p.grad is None for n, p in m.named_parameters() if n.startswith(frozen)), step
 
 
@@ -217,8 +261,17 @@ def test_sequential_updates_one_side_per_step(small):
 def test_both_iterations_train(small, iteration):
     data, _ = small
     torch.manual_seed(0)
-    m = make(data, attention="local", iteration=iteration, offset="global", beta_u=0.01, beta_v=0.01,
-             init_sd=0.1, dim=8, inter_dim=25)
+    m = make(
+        data,
+        attention="local",
+        iteration=iteration,
+        offset="global",
+        beta_u=0.01,
+        beta_v=0.01,
+        init_sd=0.1,
+        dim=8,
+        inter_dim=25,
+    )
     losses = fit(m, data, epochs=10, lr=1e-2)
     train_rmse = float(((m.predict(data.users, data.items) - data.ratings) ** 2).mean().sqrt())
     global_mean_rmse = float(((data.ratings - data.global_mean) ** 2).mean().sqrt())
@@ -228,9 +281,20 @@ def test_both_iterations_train(small, iteration):
 
 def test_recovers_low_rank_matrix_near_noise_level():
     """Rank 3, noise sd 0.3: held-out RMSE near 0.3, and predictions near the noise-free matrix."""
-    data, (u, i, r, truth) = synthetic_split(n_users=150, n_items=120, density=0.3, noise_sd=0.3, seed=1)
+    data, (u, i, r, truth) = synthetic_split(
+        n_users=150, n_items=120, density=0.3, noise_sd=0.3, seed=1
+    )
     torch.manual_seed(0)
-    m = make(data, attention="local", offset="global", beta_u=1e-2, beta_v=1e-2, init_sd=0.1, dim=8, inter_dim=25)
+    m = make(
+        data,
+        attention="local",
+        offset="global",
+        beta_u=1e-2,
+        beta_v=1e-2,
+        init_sd=0.1,
+        dim=8,
+        inter_dim=25,
+    )
     fit(m, data, epochs=30, lr=1e-2, block=(50, 40))
     pred = m.predict(u, i).clamp(1, 5)
     rmse_obs = float(((pred - r) ** 2).mean().sqrt())
@@ -266,8 +330,39 @@ def test_checkpoint_restores_predictions(small, tmp_path):
     assert not torch.allclose(fresh.predict(u, i), expected)
     fresh.load_state_dict(torch.load(tmp_path / "m.pt"))
     torch.testing.assert_close(fresh.predict(u, i), expected, rtol=0, atol=0)
-    for name in ("U", "V", "latent_users", "latent_items", "initialized"):
+    for name in (
+        "U",
+        "V",
+        "U_mean",
+        "V_mean",
+        "latent_users",
+        "latent_items",
+        "latent_items_mean",
+        "initialized",
+    ):
         assert name in fresh.state_dict()
+
+
+def test_mean_latent_prediction_ignores_the_samples(small):
+    """predict_latent=mean: predictions depend on the posterior means fed back, not on U, V samples."""
+    data, (u, i, _, _) = small
+    torch.manual_seed(5)
+    m = make(data, attention="local", predict_latent="mean")
+    fit(m, data, epochs=2)
+    m.on_train_epoch_start(2)
+    before = m.predict(u, i)
+    with torch.no_grad():
+        m.latent_items.normal_()  # the training latent inputs (samples)
+        m.latent_users.normal_()
+    m._invalidate()
+    torch.testing.assert_close(m.predict(u, i), before)
+    with torch.no_grad():
+        m.latent_items_mean.mul_(2.0)
+    m._invalidate()
+    assert not torch.allclose(m.predict(u, i), before)
+    m.predict_latent = "sample"
+    m._invalidate()
+    assert not torch.allclose(m.predict(u, i), before)
 
 
 def test_loss_before_initialisation_says_what_to_do(small):

@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 ATTENTION_KINDS = ("none", "local", "global", "auto")
 ATTENTION_NORMS = ("ratio", "softmax")
@@ -66,14 +66,38 @@ def local_context(queries: Tensor, keys: Tensor, rows: RowSlice, norm: str) -> T
     return out.index_add(0, rows.seg, weights.unsqueeze(2) * kc.unsqueeze(1))  # Eq. 10
 
 
-def global_context(queries: Tensor, keys: Tensor, norm: str) -> Tensor:
-    """Eq. 9-10 without the indicator (the paper's choice for sparse data): attend to all N keys."""
-    scores = queries @ keys.T  # [B, Q, N]
-    if norm == "softmax":
-        weights = torch.softmax(scores / math.sqrt(keys.shape[1]), dim=-1)
+#: Score-matrix elements per chunk of global attention; larger B x Q x N score matrices are
+#: processed in row chunks whose weights are recomputed in the backward pass (bounded memory).
+GLOBAL_CHUNK_ELEMENTS = 1 << 24
+
+
+def _global_context_dense(queries: Tensor, keys: Tensor, norm: str) -> Tensor:
+    if norm == "softmax":  # the 1/sqrt(K) scale goes on the queries, not on the B x Q x N scores
+        weights = torch.softmax((queries / math.sqrt(keys.shape[1])) @ keys.T, dim=-1)
     else:
+        scores = queries @ keys.T  # Eq. 9 numerators for all N entries, [B, Q, N]
         weights = scores / scores.sum(dim=-1, keepdim=True)
     return weights @ keys  # Eq. 10
+
+
+def global_context(queries: Tensor, keys: Tensor, norm: str) -> Tensor:
+    """Eq. 9-10 without the indicator (the paper's choice for sparse data): attend to all N keys.
+
+    Memory is bounded by ``GLOBAL_CHUNK_ELEMENTS``: bigger batches go through in row chunks with
+    activation checkpointing (ML-20M's item side would otherwise hold 1000 x 2 x 138k scores).
+    """
+    per_row = queries.shape[1] * keys.shape[0]
+    rows = max(1, GLOBAL_CHUNK_ELEMENTS // per_row)
+    if queries.shape[0] <= rows:
+        return _global_context_dense(queries, keys, norm)
+    if not torch.is_grad_enabled():
+        return torch.cat([_global_context_dense(q, keys, norm) for q in queries.split(rows)])
+    return torch.cat(
+        [
+            checkpoint(_global_context_dense, q, keys, norm, use_reentrant=False)
+            for q in queries.split(rows)
+        ]
+    )
 
 
 class PosteriorAttention(nn.Module):

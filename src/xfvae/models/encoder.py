@@ -39,7 +39,9 @@ def slice_rows(indptr: Tensor, indices: Tensor, values: Tensor, rows: Tensor) ->
     lengths = ends - starts
     offsets = torch.cumsum(lengths, 0) - lengths
     total = int(lengths.sum())
-    seg = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), lengths, output_size=total)
+    seg = torch.repeat_interleave(
+        torch.arange(rows.numel(), device=rows.device), lengths, output_size=total
+    )
     pos = (starts - offsets)[seg] + torch.arange(total, device=rows.device)
     return RowSlice(rows.numel(), indices[pos], values[pos], offsets, seg)
 
@@ -55,7 +57,9 @@ class BagSum(torch.autograd.Function):
     def forward(ctx, table: Tensor, rows: RowSlice, weights: Tensor | None) -> Tensor:
         ctx.rows, ctx.n_table = rows, table.shape[0]
         ctx.save_for_backward(weights) if weights is not None else ctx.save_for_backward()
-        out = F.embedding_bag(rows.cols, table, rows.offsets, mode="sum", per_sample_weights=weights)
+        out = F.embedding_bag(
+            rows.cols, table, rows.offsets, mode="sum", per_sample_weights=weights
+        )
         return out.reshape(rows.n_rows, table.shape[1])
 
     @staticmethod
@@ -129,10 +133,15 @@ class SideEncoder(nn.Module):
             self.attention = PosteriorAttention(dim, attention, attention_norm, attention_merge)
 
     def latent_table(self, keys: Tensor) -> Tensor:
-        """P_j = v_j^T Phi_0[j] for all N entries, as one batched product ([N, M])."""
-        return torch.bmm(keys.unsqueeze(1), self.phi0).squeeze(1)
+        """P_j = v_j^T Phi_0[j] for all N entries, as one batched product ([N, M]).
 
-    def first_layers(self, rows: RowSlice, table: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        Broadcast multiply + sum over K: at K = 10..50 this is several times faster on CPU than
+        ``torch.bmm`` over N tiny (1 x K) @ (K x M) products, forward and backward."""
+        return (keys.unsqueeze(2) * self.phi0).sum(1)
+
+    def first_layers(
+        self, rows: RowSlice, table: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None]:
         """Pre-activations of the first observed (X W_0 + alpha_0) and latent (Z Phi_0 + beta_0) layers."""
         h = g = None
         if self.use_data_input:  # Eq. 8, first layer: X W_0 as a rating-weighted bag sum
@@ -156,7 +165,9 @@ class SideEncoder(nn.Module):
             return self.attention(mu, var_logit, keys, rows)
         return mu, torch.sigmoid(var_logit)
 
-    def forward(self, rows: RowSlice, keys: Tensor, table: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, rows: RowSlice, keys: Tensor, table: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         if table is None and self.use_cross_feedback:
             table = self.latent_table(keys)
         h, g = self.first_layers(rows, table)

@@ -10,7 +10,9 @@ observed training ratings. Training follows Algorithm 1 through the loop's hooks
 * ``loss(block)``: steps 8-12 for one (user batch x item batch) block of the shared datamodule.
 * ``on_train_epoch_end``: step 15, U and V are resampled from the encoders (reparametrisation).
 
-Prediction uses the posterior means of both encoders (cached until the parameters change).
+Prediction uses the posterior means of both encoders (cached until the parameters change); with
+``predict_latent: mean`` the latent inputs when predicting are the other side's posterior means
+(computed alongside the step-15 samples) instead of the samples themselves.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from xfvae.models.encoder import SideEncoder, slice_rows
 
 ITERATIONS = ("nested", "sequential")
 OFFSETS = ("none", "global", "biases")
+PREDICT_LATENTS = ("sample", "mean")
 
 
 def gaussian_kl(mu: Tensor, var: Tensor, prior_var: float) -> Tensor:
@@ -63,6 +66,8 @@ class CrossFeedbackVAE(nn.Module):
         iteration: nested (Algorithm 1) | sequential (alternate user-side / item-side updates).
         block_size: [B_U, B_V] of the datamodule (for the per-block KL share).
         offset: none (paper) | global (train mean) | biases (mean + learned user/item biases).
+        predict_latent: the latent inputs when predicting: sample (the epoch's U, V samples, as in
+            training) | mean (the posterior means computed with those samples; deterministic).
         eval_chunk: rows per chunk when encoding all users / items (resampling, prediction).
     """
 
@@ -91,6 +96,7 @@ class CrossFeedbackVAE(nn.Module):
         iteration: str = "nested",
         block_size: tuple[int, int] | list[int] = (100, 100),
         offset: str = "none",
+        predict_latent: str = "sample",
         eval_chunk: int = 2048,
     ):
         super().__init__()
@@ -98,15 +104,27 @@ class CrossFeedbackVAE(nn.Module):
             raise ValueError(f"iteration must be one of {ITERATIONS}, got {iteration!r}")
         if offset not in OFFSETS:
             raise ValueError(f"offset must be one of {OFFSETS}, got {offset!r}")
+        if predict_latent not in PREDICT_LATENTS:
+            raise ValueError(
+                f"predict_latent must be one of {PREDICT_LATENTS}, got {predict_latent!r}"
+            )
         if len(block_size) != 2 or min(block_size) < 1:
             raise ValueError(f"block_size must be [B_U, B_V] with positive sizes, got {block_size}")
-        if min(dim, inter_dim, input_width, output_width) < 1 or min(input_layers, output_layers) < 0:
+        if (
+            min(dim, inter_dim, input_width, output_width) < 1
+            or min(input_layers, output_layers) < 0
+        ):
             raise ValueError("dim, inter_dim and widths must be >= 1 and layer counts >= 0")
         self.n_users, self.n_items, self.dim = data.n_users, data.n_items, dim
         self.attention = resolve_attention(attention, data.density, auto_density_threshold)
-        self.beta_u, self.beta_v, self.prior_var = float(beta_u), float(beta_v), float(prior_sd) ** 2
+        self.beta_u, self.beta_v, self.prior_var = (
+            float(beta_u),
+            float(beta_v),
+            float(prior_sd) ** 2,
+        )
         self.init_mean, self.init_sd = float(init_mean), float(init_sd)
         self.iteration, self.offset, self.eval_chunk = iteration, offset, int(eval_chunk)
+        self.predict_latent = predict_latent
         shared = dict(
             dim=dim,
             inter_dim=inter_dim,
@@ -125,7 +143,9 @@ class CrossFeedbackVAE(nn.Module):
         if offset == "biases":
             self.user_bias = nn.Parameter(torch.zeros(data.n_users))
             self.item_bias = nn.Parameter(torch.zeros(data.n_items))
-        self.register_buffer("mean_rating", torch.tensor(data.global_mean if offset != "none" else 0.0))
+        self.register_buffer(
+            "mean_rating", torch.tensor(data.global_mean if offset != "none" else 0.0)
+        )
 
         # Each user is in ceil(J / B_V) blocks per epoch and each item in ceil(I / B_U): dividing
         # the block's KL sums by these counts makes one epoch's summed loss exactly -Eq. 7 / scale.
@@ -137,29 +157,39 @@ class CrossFeedbackVAE(nn.Module):
 
         csr, csr_t = data.csr, data.csr_t
         for name, m in (("user", csr), ("item", csr_t)):  # the training rows (derived from data)
-            self.register_buffer(f"{name}_indptr", torch.from_numpy(m.indptr.astype("int64")), persistent=False)
-            self.register_buffer(f"{name}_indices", torch.from_numpy(m.indices.astype("int64")), persistent=False)
-            self.register_buffer(f"{name}_values", torch.from_numpy(m.data.astype("float32")), persistent=False)
+            self.register_buffer(
+                f"{name}_indptr", torch.from_numpy(m.indptr.astype("int64")), persistent=False
+            )
+            self.register_buffer(
+                f"{name}_indices", torch.from_numpy(m.indices.astype("int64")), persistent=False
+            )
+            self.register_buffer(
+                f"{name}_values", torch.from_numpy(m.data.astype("float32")), persistent=False
+            )
         self.register_buffer("user_seen", data.user_seen.clone(), persistent=False)
         self.register_buffer("item_seen", data.item_seen.clone(), persistent=False)
 
-        # Algorithm 1 state: samples U, V and the latent inputs built from them (step 6).
-        self.register_buffer("U", torch.zeros(data.n_users, dim))
-        self.register_buffer("V", torch.zeros(data.n_items, dim))
-        self.register_buffer("latent_items", torch.zeros(data.n_items, dim))  # user-side input, from V
-        self.register_buffer("latent_users", torch.zeros(data.n_users, dim))  # item-side input, from U
+        # Algorithm 1 state: samples U, V (and the posterior means they were drawn around), and
+        # the latent inputs built from them at step 6: Z_U from V (user side), Z_V from U.
+        for name, n in (("U", data.n_users), ("V", data.n_items)):
+            self.register_buffer(name, torch.zeros(n, dim))
+            self.register_buffer(f"{name}_mean", torch.zeros(n, dim))
+        for name, n in (("latent_users", data.n_users), ("latent_items", data.n_items)):
+            self.register_buffer(name, torch.zeros(n, dim))
+            self.register_buffer(f"{name}_mean", torch.zeros(n, dim))
         self.register_buffer("initialized", torch.tensor(False))
         self.register_buffer("steps", torch.tensor(0))  # sequential iteration alternates on parity
         self._version = 0  # bumped whenever parameters or latent inputs may have changed
-        self._cache: tuple | None = None  # (version, mu_u, var_u, mu_v, var_v)
+        self._cache: dict[bool, tuple] = {}  # for_prediction -> (version, mu_u, var_u, mu_v, var_v)
         self.register_load_state_dict_post_hook(lambda module, _: module._invalidate())
 
     # ----- Algorithm 1 hooks ------------------------------------------------------------------
     def on_fit_start(self) -> None:
         """Algorithm 1, step 2: U, V ~ N(init_mean, init_sd^2)."""
         with torch.no_grad():
-            self.U.normal_(self.init_mean, self.init_sd)
-            self.V.normal_(self.init_mean, self.init_sd)
+            for name in ("U", "V"):
+                getattr(self, name).normal_(self.init_mean, self.init_sd)
+                getattr(self, f"{name}_mean").fill_(self.init_mean)
             self.initialized.fill_(True)
         self._invalidate()
 
@@ -170,14 +200,18 @@ class CrossFeedbackVAE(nn.Module):
         with torch.no_grad():
             self.latent_items.copy_(self.V)
             self.latent_users.copy_(self.U)
+            self.latent_items_mean.copy_(self.V_mean)
+            self.latent_users_mean.copy_(self.U_mean)
         self._invalidate()
 
     def on_train_epoch_end(self, epoch: int) -> None:
         """Algorithm 1, step 15: resample all U, V with the reparametrisation trick."""
-        mu_u, var_u, mu_v, var_v = self.encode_all()
+        mu_u, var_u, mu_v, var_v = self.encode_all(for_prediction=False)
         with torch.no_grad():
             self.U.copy_(mu_u + var_u.sqrt() * torch.randn_like(mu_u))
             self.V.copy_(mu_v + var_v.sqrt() * torch.randn_like(mu_v))
+            self.U_mean.copy_(mu_u)
+            self.V_mean.copy_(mu_v)
 
     # ----- encoders -----------------------------------------------------------------------------
     def user_rows(self, users: Tensor) -> RowSlice:
@@ -186,29 +220,39 @@ class CrossFeedbackVAE(nn.Module):
     def item_rows(self, items: Tensor) -> RowSlice:
         return slice_rows(self.item_indptr, self.item_indices, self.item_values, items)
 
-    def encode_users(self, users: Tensor, table: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self.user_encoder(self.user_rows(users), self.latent_items, table)
+    def latents(self, for_prediction: bool = False) -> tuple[Tensor, Tensor]:
+        """(latent input of the user side = item embeddings, of the item side = user embeddings)."""
+        if for_prediction and self.predict_latent == "mean":
+            return self.latent_items_mean, self.latent_users_mean
+        return self.latent_items, self.latent_users
 
-    def encode_items(self, items: Tensor, table: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self.item_encoder(self.item_rows(items), self.latent_users, table)
+    def encode_users(self, users: Tensor, keys: Tensor | None = None, table: Tensor | None = None):
+        keys = self.latent_items if keys is None else keys
+        return self.user_encoder(self.user_rows(users), keys, table)
+
+    def encode_items(self, items: Tensor, keys: Tensor | None = None, table: Tensor | None = None):
+        keys = self.latent_users if keys is None else keys
+        return self.item_encoder(self.item_rows(items), keys, table)
 
     @torch.no_grad()
-    def encode_all(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def encode_all(self, for_prediction: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Posterior (mean, variance) of every user and item (cached until parameters change)."""
-        if self._cache is None or self._cache[0] != self._version:
-            self._cache = (self._version, *self._encode_all())
-        return self._cache[1:]
+        hit = self._cache.get(for_prediction)
+        if hit is None or hit[0] != self._version:
+            self._cache[for_prediction] = hit = (self._version, *self._encode_all(for_prediction))
+        return hit[1:]
 
-    def _encode_all(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _encode_all(self, for_prediction: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """All rows of both sides through their encoders, in chunks of ``eval_chunk`` rows."""
         out = []
+        items_in, users_in = self.latents(for_prediction)
         for enc, keys, n, encode in (
-            (self.user_encoder, self.latent_items, self.n_users, self.encode_users),
-            (self.item_encoder, self.latent_users, self.n_items, self.encode_items),
+            (self.user_encoder, items_in, self.n_users, self.encode_users),
+            (self.item_encoder, users_in, self.n_items, self.encode_items),
         ):
             table = enc.latent_table(keys) if enc.use_cross_feedback else None
             idx = torch.arange(n, device=keys.device)
-            parts = [encode(chunk, table) for chunk in idx.split(self.eval_chunk)]
+            parts = [encode(chunk, keys, table) for chunk in idx.split(self.eval_chunk)]
             out += [torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])]
         return out[0], out[1], out[2], out[3]
 
@@ -249,7 +293,11 @@ class CrossFeedbackVAE(nn.Module):
         kl_u = (gaussian_kl(mu_u, var_u, self.prior_var) * self.user_seen[users]).sum()
         kl_v = (gaussian_kl(mu_v, var_v, self.prior_var) * self.item_seen[items]).sum()
         # Eq. 7: reconstruction + beta-weighted KL sums (each entity's share of its blocks).
-        total = sse + self.beta_u * kl_u / self.blocks_per_user + self.beta_v * kl_v / self.blocks_per_item
+        total = (
+            sse
+            + self.beta_u * kl_u / self.blocks_per_user
+            + self.beta_v * kl_v / self.blocks_per_item
+        )
         # Few extra keys: the loop logs each one every step.
         return {"loss": total / self.loss_scale, "mse": sse.detach() / max(1, ou.numel())}
 
@@ -264,5 +312,5 @@ class CrossFeedbackVAE(nn.Module):
     @torch.no_grad()
     def predict(self, users: Tensor, items: Tensor) -> Tensor:
         """Rating of each pair from the posterior means: mu_u_i . mu_v_j (+ offset)."""
-        mu_u, _, mu_v, _ = self.encode_all()
+        mu_u, _, mu_v, _ = self.encode_all(for_prediction=True)
         return (mu_u[users] * mu_v[items]).sum(-1) + self._offset(users, items)
