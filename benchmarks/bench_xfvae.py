@@ -86,8 +86,19 @@ def default_net_and_optimizer(data, block: list[int], overrides: tuple[str, ...]
     return net, opt
 
 
+def sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def timed_blocks(
-    data, block: list[int], max_blocks: int | None, overrides: tuple[str, ...] = ()
+    data,
+    block: list[int],
+    max_blocks: int | None,
+    overrides: tuple[str, ...] = (),
+    device: str = "cpu",
 ) -> dict:
     """Algorithm 1 for one epoch (or its first ``max_blocks`` blocks) on ``data``."""
     import torch
@@ -96,7 +107,9 @@ def timed_blocks(
 
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    net, opt = default_net_and_optimizer(data, block, overrides)
+    with torch.device(device):  # the optimizer's state (fused Adam) must live with the params
+        net, opt = default_net_and_optimizer(data, block, overrides)
+    net.to(device)
     plan = BlockPlan(data, block[0], block[1], seed=0)
     setup = time.perf_counter() - t0
     net.on_fit_start()
@@ -104,6 +117,7 @@ def timed_blocks(
     net.on_train_epoch_start(0)
     n, t_blocks = 0, time.perf_counter()
     for b in iter_blocks(plan, epoch_generator(0, 0), shuffle=True):
+        b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
         out = net.loss(b)
         opt.zero_grad()
         out["loss"].backward()
@@ -111,6 +125,7 @@ def timed_blocks(
         n += 1
         if max_blocks is not None and n >= max_blocks:
             break
+    sync(device)
     block_seconds = time.perf_counter() - t_blocks
     n_blocks = plan.n_ub * plan.n_ib
     res = {
@@ -129,6 +144,7 @@ def timed_blocks(
     if max_blocks is None:
         t_end = time.perf_counter()
         net.on_train_epoch_end(0)  # Algorithm 1 step 15 (resample U, V) belongs to the epoch
+        sync(device)
         res["resample_seconds"] = time.perf_counter() - t_end
         res["seconds_per_epoch"] = time.perf_counter() - t0
     else:
@@ -147,12 +163,13 @@ def worker(argv: list[str]) -> None:
     p.add_argument("--max-blocks", type=int, default=None)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--attention", nargs="+", default=[None], help="attention modes, run in turn")
+    p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(a.threads)
     if a.kind == "loop":
-        res = loop_worker(a.epochs)
+        res = loop_worker(a.epochs, a.device)
     else:
         t0 = time.perf_counter()
         data = synthetic_train_data(a.n_ratings, a.n_users, a.n_items)
@@ -160,17 +177,22 @@ def worker(argv: list[str]) -> None:
         res = {"data_seconds": time.perf_counter() - t0, "runs": []}
         for mode in a.attention:  # same data for every mode; peak RSS is cumulative
             over = () if mode is None else (f"model.net.attention={mode}",)
-            res["runs"].append(timed_blocks(data, a.block, a.max_blocks, over))
+            res["runs"].append(timed_blocks(data, a.block, a.max_blocks, over, a.device))
             res["runs"][-1]["peak_rss_mb_so_far"] = round(peak_rss_mb(), 1)
         if len(res["runs"]) == 1:
             res.update(res.pop("runs")[0])
     res.update(
         threads=torch.get_num_threads(), peak_rss_mb=round(peak_rss_mb(), 1), load_avg=load()
     )
+    if a.device.startswith("cuda"):
+        res.update(
+            device_name=torch.cuda.get_device_name(),
+            peak_gpu_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1),
+        )
     print(json.dumps(res))
 
 
-def loop_worker(epochs: int) -> dict:
+def loop_worker(epochs: int, device: str = "cpu") -> dict:
     """``python -m xfvae.train model=xfvae data=ml-100k`` for a few epochs, in this process."""
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
@@ -187,6 +209,7 @@ def loop_worker(epochs: int) -> dict:
             "callbacks=none",
             f"trainer.max_epochs={epochs}",
             "trainer.enable_progress_bar=false",
+            *(["trainer=gpu"] if device.startswith("cuda") else []),
         ]
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("train", overrides=overrides)
@@ -205,12 +228,14 @@ def loop_worker(epochs: int) -> dict:
 
 
 # ----- parts ---------------------------------------------------------------------------------------
-def part_ml100k() -> dict:
+def part_ml100k(device: str = "cpu") -> dict:
     """Default config on ML-100K (B_U = B_V = 100) through the real training loop."""
+    if device != "cpu":
+        return {device: child(["loop", "--epochs", "4", "--device", device], 2)}
     return {f"threads_{t}": child(["loop", "--epochs", "4"], t) for t in (1, 2)}
 
 
-def part_scaling(threads: int) -> dict:
+def part_scaling(threads: int, device: str = "cpu") -> dict:
     """0.5, 1, 2, 4 M ratings; users:items = 5:1 and density 2% fixed (so I, J grow as sqrt(n);
     attention=auto resolves to local), with the block grid fixed at 10 x 10 (B_U = I/10,
     B_V = J/10: the paper enlarges the batch sizes with the data set, 4.2). Linear scaling means
@@ -232,6 +257,8 @@ def part_scaling(threads: int) -> dict:
             "--block",
             str(block[0]),
             str(block[1]),
+            "--device",
+            device,
         ]
         runs.append(child(args, threads))
         print(json.dumps(runs[-1]), flush=True)
@@ -243,7 +270,7 @@ def part_scaling(threads: int) -> dict:
     return {"runs": runs}
 
 
-def part_ml20m(threads: int, max_blocks: int) -> dict:
+def part_ml20m(threads: int, max_blocks: int, device: str = "cpu") -> dict:
     """ML-20M shape (138,493 x 26,744, 20 M ratings), B_U = B_V = 1000 (paper 4.2), bounded blocks.
 
     The default resolves to global attention there (density 0.5%); local and none are timed on
@@ -265,6 +292,8 @@ def part_ml20m(threads: int, max_blocks: int) -> dict:
         "global",
         "local",
         "none",
+        "--device",
+        device,
     ]
     return child(args, threads)
 
@@ -279,25 +308,28 @@ def main() -> None:
     p.add_argument("part", choices=["ml100k", "scaling", "ml20m"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-blocks", type=int, default=8)
+    p.add_argument("--device", default="cpu", help="cpu | cuda (results file gets a _cuda suffix)")
     a = p.parse_args()
     sys.path.insert(0, str(ROOT))
     from xfvae.io import atomic_write_json
 
     started = load()
     if a.part == "ml100k":
-        res = part_ml100k()
+        res = part_ml100k(a.device)
     elif a.part == "scaling":
-        res = part_scaling(a.threads)
+        res = part_scaling(a.threads, a.device)
     else:
-        res = part_ml20m(a.threads, a.max_blocks)
+        res = part_ml20m(a.threads, a.max_blocks, a.device)
     out = {
         "part": a.part,
         "load_avg_start": started,
         "load_avg_end": load(),
         "cpu_count": os.cpu_count(),
+        "device": a.device,
         "result": res,
     }
-    path = atomic_write_json(RESULTS / f"bench_xfvae_{a.part}.json", out)
+    suffix = "" if a.device == "cpu" else "_" + a.device.split(":")[0]
+    path = atomic_write_json(RESULTS / f"bench_xfvae_{a.part}{suffix}.json", out)
     print(json.dumps(out, indent=2))
     print(f"written: {path}")
 

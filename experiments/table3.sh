@@ -3,7 +3,7 @@
 # Env: MODELS, DATASETS (default ml-100k), SEEDS (0,1,2), TRAINER (default|gpu).
 source "$(dirname "$0")/common.sh"
 MODELS=${MODELS:-mf ncf cnncf urec irec vaecf daecf bpmf xfvae}
-RUNS=logs/table3/$STAMP
+RUNS=${RUNS:-logs/table3/$STAMP}  # reuse a RUNS dir to add models to one table
 OUT=${OUT:-results/table3/$(echo "$DATASETS" | tr ' ' '+')}
 for d in $DATASETS; do
   for m in $MODELS; do

@@ -165,3 +165,32 @@ def test_cli_run_dir_holds_config_and_outputs(tmp_path):
     for name in (".hydra/config.yaml", "metrics.json", "history.csv", "test_predictions.csv"):
         assert (tmp_path / name).exists(), name
     assert (tmp_path / "csv" / "metrics.csv").exists()  # the default CSV logger
+
+
+def test_lr_scheduler_from_config_steps_each_epoch(tmp_path, cfg_factory):
+    """model.scheduler is built and stepped once per epoch: gamma = 0 freezes the model after
+    epoch 0 (every later validation RMSE equals epoch 0's), while without it the model moves on."""
+    sched = "model.scheduler={_target_: torch.optim.lr_scheduler.ExponentialLR, _partial_: true, gamma: 0.0}"
+    base = ("model=mf", *SYNTH, "model.max_epochs=3", "model.patience=5", "seed=1")
+    frozen = cfg_factory(*base, sched, out=tmp_path / "frozen")
+    train(frozen)
+    hist = pd.read_csv(tmp_path / "frozen" / "history.csv")
+    assert len(hist) == 3
+    assert hist["val_rmse"].nunique() == 1
+    train(cfg_factory(*base, out=tmp_path / "free"))
+    assert pd.read_csv(tmp_path / "free" / "history.csv")["val_rmse"].nunique() == 3
+
+
+def test_ema_weights_are_what_is_validated_and_tested(tmp_path, cfg_factory):
+    """With model.callbacks.ema the test metrics come from the averaged weights of the best
+    checkpoint: the test RMSE equals the per-epoch test trace (computed during validation, with the
+    averaged weights swapped in) at the best epoch, and differs from the run without averaging."""
+    ema = "+model.callbacks.ema={_target_: xfvae.callbacks.EMAWeights, decay: 0.9}"
+    base = ("model=mf", *SYNTH, "model.max_epochs=4", "model.patience=5", "seed=2")
+    m = train(cfg_factory(*base, ema, out=tmp_path / "ema"))
+    hist = pd.read_csv(tmp_path / "ema" / "history.csv")
+    best = hist.loc[hist["val_rmse"].idxmin()]
+    assert m["val/rmse"] == pytest.approx(best["val_rmse"], abs=1e-6)
+    assert m["test/rmse"] == pytest.approx(best["test_rmse"], abs=1e-5)
+    plain = train(cfg_factory(*base, out=tmp_path / "plain"))
+    assert abs(plain["test/rmse"] - m["test/rmse"]) > 1e-4

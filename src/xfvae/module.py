@@ -32,10 +32,12 @@ class RatingTask(pl.LightningModule):
         data: TrainData,
         cold_start: str = "bias",
         eval_batch_size: int = 65536,
+        scheduler: Callable[..., Any] | None = None,
     ):
         super().__init__()
         self.net = net
         self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
         self.rating_min, self.rating_max = data.rating_min, data.rating_max
         self.cold = ColdStart(data, cold_start)
         self.eval_batch_size = eval_batch_size
@@ -112,10 +114,15 @@ class RatingTask(pl.LightningModule):
             if k != "loss":
                 self.log(f"train/{k}", v.detach(), on_step=False, on_epoch=True, batch_size=1)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer | None:
+    def configure_optimizers(self) -> Any:
         if not self.automatic_optimization or self.optimizer_factory is None:
             return None
-        return self.optimizer_factory(params=[p for p in self.net.parameters() if p.requires_grad])
+        opt = self.optimizer_factory(params=[p for p in self.net.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return opt
+        # Stepped once per epoch; ReduceLROnPlateau watches the selection metric (val/rmse).
+        sched = {"scheduler": self.scheduler_factory(optimizer=opt), "interval": "epoch"}
+        return {"optimizer": opt, "lr_scheduler": {**sched, "monitor": "val/rmse"}}
 
     # -- evaluation --------------------------------------------------------------------------
     @torch.no_grad()

@@ -49,10 +49,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         net.batch_kind, cfg.model.batch_size, cfg.model.get("shuffle_blocks", True)
     )
     optimizer = instantiate(cfg.model.optimizer) if cfg.model.get("optimizer") else None
+    scheduler = instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None
     task = RatingTask(
-        net, optimizer, dm.train_data, cfg.evaluation.cold_start, cfg.evaluation.eval_batch_size
+        net,
+        optimizer,
+        dm.train_data,
+        cfg.evaluation.cold_start,
+        cfg.evaluation.eval_batch_size,
+        scheduler=scheduler,
     )
-    callbacks = _instantiate_group(cfg.get("callbacks"))
+    # The callbacks group (checkpointing, early stopping, ...) plus the model's own (model.callbacks,
+    # e.g. weight averaging that belongs to its tuned recipe).
+    callbacks = _instantiate_group(cfg.get("callbacks")) + _instantiate_group(
+        cfg.model.get("callbacks")
+    )
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=_instantiate_group(cfg.get("logger")) or False
     )

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# GPU checks (not part of the test suite): every model trains one epoch with trainer=gpu, the
+# cross-feedback VAE trains fully on ML-100K on the GPU, and the ML-20M-shaped benchmark runs on CUDA.
+#   bash benchmarks/gpu_checks.sh OUT_DIR        (needs CUDA, the package importable, data/ml-100k)
+set -uo pipefail
+out=${1:-benchmarks/results/gpu}
+mkdir -p "$out"
+py=${PYTHON:-python3}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+for m in mf bpmf ncf cnncf urec irec vaecf daecf xfvae; do
+  start=$(date +%s.%N)
+  $py -m xfvae.train model=$m data=ml-100k trainer=gpu seed=0 model.max_epochs=1 logger=none \
+    trainer.enable_progress_bar=false hydra.run.dir="$out/runs/smoke_$m" >"$out/runs_smoke_$m.log" 2>&1
+  echo "smoke $m rc=$? seconds=$(echo "$(date +%s.%N) - $start" | bc)" | tee -a "$out/summary.txt"
+done
+$py -m xfvae.train model=xfvae data=ml-100k trainer=gpu seed=0 logger=none \
+  trainer.enable_progress_bar=false hydra.run.dir="$out/runs/xfvae_s0" >"$out/xfvae_s0.log" 2>&1
+echo "xfvae full rc=$?" | tee -a "$out/summary.txt"
+$py benchmarks/bench_xfvae.py ml20m --device cuda --max-blocks ${MAX_BLOCKS:-60} >"$out/bench_ml20m.log" 2>&1
+echo "bench ml20m rc=$?" | tee -a "$out/summary.txt"
