@@ -18,6 +18,9 @@ Deviations from the paper:
   weight of the KL term, which is what beta controls, is the same. No L2 (Table 2: N/A; the
   original's VAE uses lam = 0).
 * Prediction uses the posterior mean (z = mu, no dropout), as the original does at test time.
+* The tuned ML-100K config (conf/model/vaecf.yaml) keeps beta constant (``anneal_steps: 0``): with
+  ~7 updates per epoch an anneal over thousands of updates never approaches its cap before early
+  stopping, so the cap searched over Table 2's range would have had no effect.
 """
 
 from __future__ import annotations
