@@ -107,7 +107,7 @@ def timed_blocks(
 
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    with torch.device(device):  # the optimizer's state (fused Adam) must live with the params
+    with torch.device(device):  # parameters built on the device: no CPU copy of the latent weights
         net, opt = default_net_and_optimizer(data, block, overrides)
     net.to(device)
     plan = BlockPlan(data, block[0], block[1], seed=0)

@@ -1,14 +1,15 @@
 """Print per-seed rows and mean +- sd over seeds of every run under a folder (a quick look before
-the full report). ``seconds_to_best`` sums history.csv's per-epoch training seconds up to and
-including the best validation epoch."""
+the full report). Runs are read by ``xfvae.report.collect``; ``seconds_to_best`` sums history.csv's
+per-epoch training seconds up to and including the best validation epoch."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pandas as pd
+
+from xfvae.report.collect import collect
 
 KEYS = [
     "val/rmse",
@@ -25,23 +26,25 @@ KEYS = [
 ]
 
 
-def load(path: Path) -> dict:
-    row = json.loads(path.read_text())
-    hist = path.with_name("history.csv")
-    if hist.exists():
-        h = pd.read_csv(hist)
-        row["seconds_to_best"] = float(h.loc[h["epoch"] <= row["best_epoch"], "seconds"].sum())
-    row["setting"] = row.get("setting") or ""
-    return row
+def seconds_to_best(run_dir: str, best_epoch: float) -> float:
+    hist = Path(run_dir) / "history.csv"
+    if not hist.exists():
+        return float("nan")
+    h = pd.read_csv(hist)
+    return float(h.loc[h["epoch"] <= best_epoch, "seconds"].sum())
 
 
 def main(root: str) -> None:
-    rows = [load(p) for p in sorted(Path(root).rglob("metrics.json"))]
-    if not rows:
-        sys.exit(f"no metrics.json under {root}: did the runs fail? see their .log files")
-    df = pd.DataFrame(rows)
-    keys = [k for k in KEYS if k in df]
+    df = collect(root)
+    df = df[df["status"] == "complete"]
+    if df.empty:
+        sys.exit(f"no complete run under {root}: did the runs fail? see their .log files")
+    df["seconds_to_best"] = [
+        seconds_to_best(d, b) for d, b in zip(df["run_dir"], df["best_epoch"], strict=True)
+    ]
+    df["setting"] = df["setting"].fillna("")
     by = ["model", "data", "setting"]
+    keys = [k for k in KEYS if k in df]
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print(df[[*by, "seed", *keys]].sort_values([*by, "seed"]).to_string(index=False))
         print(df.groupby(by)[keys].agg(["mean", "std"]).round(4).to_string())

@@ -121,8 +121,11 @@ class RatingTask(pl.LightningModule):
         if self.scheduler_factory is None:
             return opt
         # Stepped once per epoch; ReduceLROnPlateau watches the selection metric (val/rmse).
-        sched = {"scheduler": self.scheduler_factory(optimizer=opt), "interval": "epoch"}
-        return {"optimizer": opt, "lr_scheduler": {**sched, "monitor": "val/rmse"}}
+        sched = self.scheduler_factory(optimizer=opt)
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": sched, "interval": "epoch", "monitor": "val/rmse"},
+        }
 
     # -- evaluation --------------------------------------------------------------------------
     @torch.no_grad()
