@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from xfvae import CONF_DIR
 from xfvae.io import atomic_write_csv, atomic_write_json
-from xfvae.metrics import evaluate
+from xfvae.evaluation import test_metrics
 from xfvae.module import NonFiniteLossError, RatingTask
 from xfvae.provenance import config_hash, git_commit, machine, peak_rss_mb
 
@@ -36,14 +36,22 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
     return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit on train, select on val/rmse, evaluate the best checkpoint on test, write the run files."""
+def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
+    """Fit on train, select on val/rmse, evaluate the best checkpoint on test, write the run files.
+
+    ``callbacks`` are added to the configured ones (e.g. the tuner's pruning callback). With
+    ``evaluation.test=false`` the test split is never evaluated (tuning); with
+    ``evaluation.test_curve=false`` no per-epoch test RMSE is traced.
+    """
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
 
     dm = instantiate(cfg.data)
     dm.setup()
+    dm.test_curve = bool(cfg.evaluation.get("test_curve", True)) and bool(
+        cfg.evaluation.get("test", True)
+    )
     net = instantiate(cfg.model.net, data=dm.train_data)
     dm.configure_batches(
         net.batch_kind, cfg.model.batch_size, cfg.model.get("shuffle_blocks", True)
@@ -60,8 +68,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     # The callbacks group (checkpointing, early stopping, ...) plus the model's own (model.callbacks,
     # e.g. weight averaging that belongs to its tuned recipe).
-    callbacks = _instantiate_group(cfg.get("callbacks")) + _instantiate_group(
-        cfg.model.get("callbacks")
+    callbacks = (
+        _instantiate_group(cfg.get("callbacks"))
+        + _instantiate_group(cfg.model.get("callbacks"))
+        + list(callbacks or [])
     )
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=_instantiate_group(cfg.get("logger")) or False
@@ -73,7 +83,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(task, datamodule=dm)
     train_seconds = time.perf_counter() - t0
     has_ckpt = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
-    trainer.test(task, datamodule=dm, ckpt_path="best" if has_ckpt else None, verbose=False)
+    if cfg.evaluation.get("test", True):
+        trainer.test(task, datamodule=dm, ckpt_path="best" if has_ckpt else None, verbose=False)
 
     metrics = _metrics(cfg, dm, task, trainer, train_seconds)
     _write_outputs(out_dir, dm, task, metrics)
@@ -95,38 +106,14 @@ def _best(trainer: pl.Trainer, task: RatingTask) -> tuple[float, int]:
 def _metrics(
     cfg: DictConfig, dm, task: RatingTask, trainer: pl.Trainer, train_seconds: float
 ) -> dict:
-    out = task.test_outputs
-    ev = cfg.evaluation
-    if ev.protocol == "full":
-        td = dm.train_data
-        kwargs = dict(
-            score_fn=task.score_users,
-            n_items=td.n_items,
-            train_users=td.users.numpy(),
-            train_items=td.items.numpy(),
-        )
-    else:
-        kwargs = dict(min_test_ratings=ev.min_test_ratings)
-    scores = evaluate(
-        out["users"],
-        out["items"],
-        out["ratings"].astype(np.float64),
-        out["preds"].astype(np.float64),
-        dm.rating_min,
-        dm.rating_max,
-        protocol=ev.protocol,
-        ks=tuple(ev.ks),
-        threshold=ev.relevance_threshold,
-        **kwargs,
-    )
     val_rmse, best_epoch = _best(trainer, task)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     seconds = [h["seconds"] for h in task.history]
     metrics: dict[str, Any] = {"val/rmse": val_rmse}
-    metrics.update({f"test/{k}": v for k, v in scores.items()})
+    if task.test_outputs is not None:
+        metrics.update(test_metrics(cfg.evaluation, dm, task))
     metrics.update(
         {
-            "test/n_cold_pairs": int(out["cold"].sum()),
             "best_epoch": best_epoch,
             "epochs": len(task.history),
             "train_seconds": round(train_seconds, 3),
@@ -154,6 +141,10 @@ def _metrics(
 
 def _write_outputs(out_dir: Path, dm, task: RatingTask, metrics: dict) -> None:
     out = task.test_outputs
+    atomic_write_csv(out_dir / "history.csv", pd.DataFrame(task.history))
+    if out is None:  # evaluation.test=false: no test predictions
+        atomic_write_json(out_dir / "metrics.json", metrics)
+        return
     preds = pd.DataFrame(
         {
             "user": dm.user_ids[out["users"]],
@@ -163,7 +154,6 @@ def _write_outputs(out_dir: Path, dm, task: RatingTask, metrics: dict) -> None:
         }
     )
     atomic_write_csv(out_dir / "test_predictions.csv", preds, float_format="%.9g")
-    atomic_write_csv(out_dir / "history.csv", pd.DataFrame(task.history))
     atomic_write_json(out_dir / "metrics.json", metrics)
 
 

@@ -57,6 +57,7 @@ class RatingsDataModule(pl.LightningDataModule):
         self.csv_paths = (train, val, test)
         self.frames: dict[str, pd.DataFrame] | None = None
         self.train_loader_factory = None
+        self.test_curve = True  # trace test RMSE per epoch (train() sets it from the config)
 
     # -- loading and splitting ---------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -148,8 +149,10 @@ class RatingsDataModule(pl.LightningDataModule):
         return DataLoader(PairChunks(*self.pairs(part), size=size), batch_size=None)
 
     def val_dataloader(self) -> list[DataLoader]:
-        # Index 0 selects the model (val/rmse); index 1 traces test RMSE per epoch (paper Fig. 4).
-        return [self._pairs_loader("val"), self._pairs_loader("test")]
+        # Index 0 selects the model (val/rmse); index 1 traces test RMSE per epoch (paper Fig. 4),
+        # unless test_curve is off (tuning never touches the test split).
+        loaders = [self._pairs_loader("val")]
+        return loaders + [self._pairs_loader("test")] if self.test_curve else loaders
 
     def test_dataloader(self) -> DataLoader:
         return self._pairs_loader("test")
