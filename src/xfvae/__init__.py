@@ -11,10 +11,17 @@ CONF_DIR = REPO_ROOT / "conf"
 
 
 def _register_resolvers() -> None:
+    import secrets
+
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("xfvae_root"):
         OmegaConf.register_new_resolver("xfvae_root", lambda: str(REPO_ROOT))
+    if not OmegaConf.has_resolver("xfvae_uid"):
+        # A random suffix drawn once per process: runs started in the same second never share a
+        # directory (conf/hydra/default.yaml).
+        uid = secrets.token_hex(3)
+        OmegaConf.register_new_resolver("xfvae_uid", lambda: uid)
 
 
 _register_resolvers()

@@ -1,9 +1,10 @@
 """Atomic result files: write to a temp file in the same folder, then rename, so a killed run never
-leaves half a file behind."""
+leaves half a file behind. JSON is strict (RFC 8259): NaN and infinities are written as null."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -39,8 +40,26 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +-inf, numpy's included) replaced by None."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy / torch scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def dumps_strict(obj: Any, **kwargs: Any) -> str:
+    """JSON that strict parsers (jq, node, browsers) accept: no NaN/Infinity tokens."""
+    return json.dumps(strict_json(obj), allow_nan=False, default=str, **kwargs)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return atomic_write_text(path, dumps_strict(obj, indent=2, sort_keys=True) + "\n")
 
 
 def atomic_write_csv(path: str | os.PathLike, df: pd.DataFrame, **kwargs: Any) -> Path:

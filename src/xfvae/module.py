@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 import warnings
 from collections.abc import Callable
@@ -47,6 +48,9 @@ class RatingTask(pl.LightningModule):
         self._eval: dict[int, list[tuple[torch.Tensor, ...]]] = {}
         self._t0 = 0.0
         self.test_outputs: dict[str, np.ndarray] | None = None
+        self._resumed = False
+        self._rng_to_restore: dict[str, Any] | None = None
+        self._schedulers_pending = False
 
     # -- hooks the model may implement -------------------------------------------------------
     def _call_net(self, hook: str, *args: Any) -> Any:
@@ -54,12 +58,50 @@ class RatingTask(pl.LightningModule):
         return fn(*args) if callable(fn) else None
 
     def on_fit_start(self) -> None:
-        self._call_net("on_fit_start")
+        if not self._resumed:  # a resumed model's state (e.g. Algorithm 1's U, V) is restored
+            self._call_net("on_fit_start")
 
     def on_train_epoch_start(self) -> None:
+        if self._rng_to_restore is not None:  # resumed: continue exactly where the run stopped
+            _set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
+            # An uninterrupted run creates the epoch's DataLoader iterator after this hook, which
+            # draws its base seed from the global RNG; a resumed one created it before (Lightning's
+            # setup_data). Creating one now repeats those draws, so the random streams match.
+            iter(self.trainer.train_dataloader)
+            if self._schedulers_pending:
+                self._step_epoch_schedulers()
         self.epoch_losses = []
         self._call_net("on_train_epoch_start", self.current_epoch)
         self._t0 = time.perf_counter()
+
+    # -- resuming: what a checkpoint needs beyond weights, optimiser and callbacks --------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Saved during the epoch's end hooks: after Lightning stepped the per-epoch LR schedulers
+        # but before it steps ReduceLROnPlateau, a step it does not replay when it resumes.
+        progress = self.trainer.fit_loop.epoch_progress.current
+        checkpoint["xfvae"] = {
+            "history": list(self.history),
+            "rng": _get_rng_state(),
+            "schedulers_pending": progress.processed > progress.completed,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("xfvae")
+        if state is None or not self.trainer.training:  # e.g. test(ckpt_path="best"): weights only
+            return
+        self.history = list(state["history"])
+        self._rng_to_restore = state["rng"]
+        self._schedulers_pending = bool(state.get("schedulers_pending"))
+        self._resumed = True
+
+    def _step_epoch_schedulers(self) -> None:
+        """The ReduceLROnPlateau step that the checkpointed epoch had not taken yet."""
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval == "epoch" and isinstance(
+                config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau
+            ):
+                config.scheduler.step(self.history[-1]["val_rmse"])
 
     def on_validation_epoch_start(self) -> None:
         self._eval = {}
@@ -177,3 +219,24 @@ class RatingTask(pl.LightningModule):
             sl = slice(s, s + self.eval_batch_size)
             out[sl] = self.predict_pairs(uu[sl], ii[sl])
         return out.view(users.numel(), n_items).cpu()
+
+
+def _get_rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {  # tensors and plain types only: loadable with torch.load(weights_only=True)
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

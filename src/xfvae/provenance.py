@@ -48,8 +48,60 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def config_hash(cfg: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+#: Recorded beside ``config_hash`` in metrics.json; ``report collect`` verifies hashes of this scheme.
+CONFIG_HASH_SCHEME = "identity-v1"
+#: Top-level keys that never change a run's results (where files go, how it is logged or resumed).
+NON_IDENTITY_KEYS = ("paths", "hydra", "logger", "resume", "overwrite", "task_name")
+#: Deeper keys that only change how a run is displayed.
+NON_IDENTITY_PATHS = (
+    ("trainer", "enable_progress_bar"),
+    ("trainer", "enable_model_summary"),
+    ("trainer", "log_every_n_steps"),
+)
+#: A value interpolating one of these is a path, a timestamp or a runtime value: not identity.
+_VOLATILE_REFS = ("${paths.", "${hydra:", "${now:", "${oc.env:")
+
+
+def identity_config(cfg: Any) -> dict[str, Any]:
+    """The resolved configuration without paths, timestamps, loggers and display settings.
+
+    Works on the composed config of a running job and on a saved ``.hydra/config.yaml`` alike
+    (values that interpolate paths or Hydra's runtime are dropped before resolving).
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    for key in NON_IDENTITY_KEYS:
+        raw.pop(key, None)
+    for path in NON_IDENTITY_PATHS:
+        node = raw
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return OmegaConf.to_container(OmegaConf.create(_drop_volatile(raw)), resolve=True)
+
+
+def _drop_volatile(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _drop_volatile(v) for k, v in node.items() if not _is_volatile(v)}
+    if isinstance(node, list):
+        return [_drop_volatile(v) for v in node if not _is_volatile(v)]
+    return node
+
+
+def _is_volatile(value: Any) -> bool:
+    return isinstance(value, str) and any(ref in value for ref in _VOLATILE_REFS)
+
+
+def config_hash(cfg: Any) -> str:
+    """The one identity of a run's configuration (16 hex digits): equal for equal configurations,
+    wherever and whenever they run. Run directories, resume, tuning and ``report collect`` key on it.
+    """
+    text = json.dumps(identity_config(cfg), sort_keys=True, default=str, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def peak_rss_mb() -> float:

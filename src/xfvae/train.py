@@ -7,9 +7,11 @@ knows about a particular model.
 from __future__ import annotations
 
 import logging
+import signal
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,16 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from xfvae import CONF_DIR
-from xfvae.io import atomic_write_csv, atomic_write_json
 from xfvae.evaluation import test_metrics
-from xfvae.module import NonFiniteLossError, RatingTask
-from xfvae.provenance import config_hash, git_commit, machine, peak_rss_mb
+from xfvae.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from xfvae.module import RatingTask
+from xfvae.provenance import CONFIG_HASH_SCHEME, config_hash, git_commit, machine, peak_rss_mb
+from xfvae.rundir import RunDir
+from xfvae.signals import RunInterrupted, SignalStop
+from xfvae.sweep import record_outcome
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +45,51 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
 def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
     """Fit on train, select on val/rmse, evaluate the best checkpoint on test, write the run files.
 
-    ``callbacks`` are added to the configured ones (e.g. the tuner's pruning callback). With
-    ``evaluation.test=false`` the test split is never evaluated (tuning); with
-    ``evaluation.test_curve=false`` no per-epoch test RMSE is traced.
+    ``cfg.paths.output_dir`` holds one configuration's results (:mod:`xfvae.rundir`): a complete
+    run of the same configuration is skipped (``resume=true``, the default) and returns its
+    metrics, a killed one continues from ``checkpoints/last.ckpt``, another configuration's files
+    are an error unless ``overwrite=true``. ``callbacks`` are added to the configured ones (e.g.
+    the tuner's pruning callback). With ``evaluation.test=false`` the test split is never
+    evaluated (tuning); with ``evaluation.test_curve=false`` no per-epoch test RMSE is traced.
     """
     out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(cfg.seed, workers=True)
+    run = RunDir(out_dir, config_hash(cfg))
+    with run.lock():
+        plan = run.plan(resume=bool(cfg.get("resume", True)), overwrite=bool(cfg.get("overwrite")))
+        if plan.action == "skip":
+            run.mark("complete", started="skipped")
+            log.info(
+                "%s: complete for this configuration; skipped (overwrite=true reruns)", out_dir
+            )
+            return plan.metrics
+        _save_config(out_dir, cfg)
+        run.mark("running", started="resumed" if plan.ckpt else "fresh")
+        try:
+            metrics = _fit_and_test(cfg, out_dir, list(callbacks or []), plan.ckpt)
+        except RunInterrupted as e:
+            run.mark("interrupted", signal=signal.Signals(e.signum).name)
+            raise
+        except (SystemExit, KeyboardInterrupt) as e:  # e.g. submitit's requeue on SIGUSR2
+            run.mark("interrupted", signal=type(e).__name__)
+            raise
+        except BaseException as e:
+            run.mark("failed", error=_error_line(e))
+            raise
+        run.mark("complete")
+        return metrics
 
+
+def _save_config(out_dir: Path, cfg: DictConfig) -> None:
+    """``.hydra/config.yaml`` for runs not launched by Hydra's entry point (tests, the tuner)."""
+    path = out_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        atomic_write_text(path, OmegaConf.to_yaml(cfg))
+
+
+def _fit_and_test(
+    cfg: DictConfig, out_dir: Path, extra_callbacks: list[pl.Callback], ckpt: Path | None
+) -> dict[str, Any]:
+    pl.seed_everything(cfg.seed, workers=True)
     dm = instantiate(cfg.data)
     dm.setup()
     dm.test_curve = bool(cfg.evaluation.get("test_curve", True)) and bool(
@@ -67,11 +110,13 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
         scheduler=scheduler,
     )
     # The callbacks group (checkpointing, early stopping, ...) plus the model's own (model.callbacks,
-    # e.g. weight averaging that belongs to its tuned recipe).
+    # e.g. weight averaging that belongs to its recipe), the caller's, and the signal stop.
+    stop = SignalStop()
     callbacks = (
         _instantiate_group(cfg.get("callbacks"))
         + _instantiate_group(cfg.model.get("callbacks"))
-        + list(callbacks or [])
+        + extra_callbacks
+        + [stop]
     )
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=_instantiate_group(cfg.get("logger")) or False
@@ -79,20 +124,55 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
     for lg in trainer.loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    t0 = time.perf_counter()
-    trainer.fit(task, datamodule=dm)
-    train_seconds = time.perf_counter() - t0
-    has_ckpt = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
-    if cfg.evaluation.get("test", True):
-        trainer.test(task, datamodule=dm, ckpt_path="best" if has_ckpt else None, verbose=False)
+    with stop.installed(cfg.get("stop_signals") or []):
+        try:
+            t0 = time.perf_counter()
+            if ckpt is not None and _training_finished(ckpt, trainer):
+                task.history = list(_load(ckpt)["xfvae"]["history"])
+            else:
+                if ckpt is not None:
+                    log.info("resuming from %s", ckpt)
+                trainer.fit(task, datamodule=dm, ckpt_path=ckpt)
+            train_seconds = time.perf_counter() - t0
+            if cfg.evaluation.get("test", True):
+                trainer.test(task, datamodule=dm, ckpt_path=_best_ckpt(trainer), verbose=False)
+        except SIGTERMException as e:  # Lightning's own SIGTERM exit (code 0): make it ours
+            raise RunInterrupted(signal.SIGTERM) from e
 
     metrics = _metrics(cfg, dm, task, trainer, train_seconds)
+    metrics["resumed_from"] = str(ckpt.relative_to(out_dir)) if ckpt is not None else None
     _write_outputs(out_dir, dm, task, metrics)
     for lg in trainer.loggers:
         lg.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
         lg.finalize("success")
     log.info("metrics: %s", {k: metrics[k] for k in metrics if k.startswith(("val/", "test/"))})
     return metrics
+
+
+def _load(ckpt: Path) -> dict[str, Any]:
+    return torch.load(ckpt, map_location="cpu", weights_only=False)  # our own checkpoint
+
+
+def _training_finished(ckpt: Path, trainer: pl.Trainer) -> bool:
+    """Did the checkpointed run already stop (early stopping fired, or the epoch cap reached)?"""
+    state = _load(ckpt)
+    if state["epoch"] + 1 >= (trainer.max_epochs or float("inf")):
+        return True
+    return any(
+        key.startswith("EarlyStopping") and value.get("stopped_epoch", 0) > 0
+        for key, value in state.get("callbacks", {}).items()
+    )
+
+
+def _best_ckpt(trainer: pl.Trainer) -> str | None:
+    """The best validation checkpoint (test metrics come from it), None without checkpointing."""
+    cb = trainer.checkpoint_callback
+    if cb is None:
+        return None
+    if cb.best_model_path:
+        return cb.best_model_path
+    path = Path(cb.dirpath) / f"{cb.filename}.ckpt"  # training finished in an earlier invocation
+    return str(path) if path.is_file() else None
 
 
 def _best(trainer: pl.Trainer, task: RatingTask) -> tuple[float, int]:
@@ -107,7 +187,6 @@ def _metrics(
     cfg: DictConfig, dm, task: RatingTask, trainer: pl.Trainer, train_seconds: float
 ) -> dict:
     val_rmse, best_epoch = _best(trainer, task)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     seconds = [h["seconds"] for h in task.history]
     metrics: dict[str, Any] = {"val/rmse": val_rmse}
     if task.test_outputs is not None:
@@ -132,7 +211,8 @@ def _metrics(
             "experiment": cfg.get("experiment"),
             "setting": cfg.get("setting"),
             "git_commit": git_commit(),
-            "config_hash": config_hash(resolved),
+            "config_hash": config_hash(cfg),
+            "config_hash_scheme": CONFIG_HASH_SCHEME,
             "machine": machine(),
         }
     )
@@ -159,12 +239,47 @@ def _write_outputs(out_dir: Path, dm, task: RatingTask, metrics: dict) -> None:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    """One job. A failure is logged to the run's train.log; inside a sweep (multirun) it is
+    recorded and the sweep goes on (its summary lists it and exits non-zero), otherwise the
+    process exits non-zero. A stop signal always ends the process with 128 + the signal number.
+    The job's outcome goes to ``.hydra/outcome.json`` (:mod:`xfvae.sweep`)."""
+    out_dir = Path(cfg.paths.output_dir)
     try:
         metrics = train(cfg)
-    except NonFiniteLossError as e:
-        log.error("%s", e)
+    except RunInterrupted as e:
+        msg = (
+            f"{e}: stopped; {out_dir / 'checkpoints/last.ckpt'} holds the last complete epoch "
+            "(if any): re-run the same command to resume"
+        )
+        log.error("%s", msg)
+        record_outcome(out_dir, "interrupted", str(e))
+        print(f"error: {msg}", file=sys.stderr)
+        raise SystemExit(128 + e.signum) from e
+    except Exception as e:
+        log.error("run failed: %s: %s\n%s", type(e).__name__, e, traceback.format_exc())
+        record_outcome(out_dir, "failed", _error_line(e))
+        if _in_sweep():
+            return float("nan")
         sys.exit(f"error: {e}")
+    started = (RunDir(out_dir, "").read_state() or {}).get("started", "fresh")
+    record_outcome(out_dir, {"fresh": "ran"}.get(started, started))
     return metrics[cfg.get("optimized_metric", "val/rmse")]
+
+
+def _error_line(e: BaseException) -> str:
+    """One line naming the error and its cause (Hydra wraps constructor errors in another)."""
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    cause = e.__cause__ or e.__context__
+    if cause is not None and str(cause) not in text:
+        text += f" (caused by {type(cause).__name__}: {' '.join(str(cause).split())})"
+    return text[:600]
+
+
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 if __name__ == "__main__":

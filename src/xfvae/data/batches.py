@@ -87,18 +87,25 @@ def iter_blocks(plan: BlockPlan, g: torch.Generator, shuffle: bool) -> Iterator[
 
 
 class EpochBatches(IterableDataset):
-    """One pass = one epoch; ``make(generator)`` yields its batches, seeded by (seed, epoch)."""
+    """One pass = one epoch; ``make(generator)`` yields its batches, seeded by (seed, epoch).
+
+    ``epoch_source`` (the trainer's current epoch, set by the datamodule) makes the order a
+    function of the epoch number itself, so a run resumed at epoch k sees epoch k's batches.
+    """
 
     def __init__(
         self, make: Callable[[torch.Generator], Iterator[Batch]], n_batches: int, seed: int
     ):
         super().__init__()
         self.make, self.n_batches, self.seed, self.epoch = make, int(n_batches), seed, 0
+        self.epoch_source: Callable[[], int] | None = None
 
     def __len__(self) -> int:  # lets the progress bar show the epoch's length
         return self.n_batches
 
     def __iter__(self) -> Iterator[Batch]:
+        if self.epoch_source is not None:
+            self.epoch = self.epoch_source()
         g = epoch_generator(self.seed, self.epoch)
         self.epoch += 1
         return self.make(g)

@@ -143,6 +143,11 @@ class RatingsDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_loader_factory is None:
             raise RuntimeError("call configure_batches(model.batch_kind, ...) before training")
+        if self.trainer is not None:  # batch order = f(seed, epoch), also when resuming
+            # epochs processed so far: the epoch about to run, also while Lightning resumes from
+            # an end-of-epoch checkpoint (where current_epoch is not yet advanced)
+            progress = self.trainer.fit_loop.epoch_progress.current
+            self.train_loader_factory.epoch_source = lambda: progress.processed
         return DataLoader(self.train_loader_factory, batch_size=None)
 
     def _pairs_loader(self, part: str, size: int = 65536) -> DataLoader:

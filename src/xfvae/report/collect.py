@@ -2,8 +2,11 @@
 statistic, table and figure of the report.
 
 A run is any directory holding ``.hydra/config.yaml`` (single runs and Hydra multirun jobs alike). A
-run without ``metrics.json`` is kept with ``status = "incomplete"`` (crashed or still running) and one
-whose files cannot be read with ``status = "invalid"``, so nothing disappears silently.
+run without ``metrics.json`` is kept with ``status = "incomplete"`` (crashed or still running), one
+whose ``metrics.json`` belongs to another configuration than the config beside it (same
+:func:`xfvae.provenance.config_hash`) with ``status = "stale"``, and one whose files cannot be read
+with ``status = "invalid"``, so nothing disappears or passes as new silently. Runs written before
+the hash scheme ``config_hash_scheme`` existed are not checked.
 
 ``run_dir`` is written relative to the folder of the results CSV, so the CSV and the runs can move
 together; :func:`resolve_run_dir` turns it back into a path.
@@ -12,7 +15,6 @@ together; :func:`resolve_run_dir` turns it back into a path.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import warnings
@@ -22,6 +24,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from xfvae.io import atomic_write_csv
+from xfvae.provenance import CONFIG_HASH_SCHEME, config_hash
 
 ID_COLUMNS = ["run_dir", "status", "experiment", "model", "data", "seed", "setting", "train_frac"]
 METRIC_KEYS = [
@@ -69,10 +72,11 @@ def _config_value(cfg, key: str):
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
-def _config_hash(cfg) -> str:
-    container = OmegaConf.to_container(cfg, resolve=False)
-    text = json.dumps(container, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def _config_hash(cfg) -> str | None:
+    try:
+        return config_hash(cfg)
+    except Exception:  # e.g. an interpolation to a key the config lacks
+        return None
 
 
 def read_run(run_dir: str | os.PathLike) -> dict:
@@ -97,9 +101,7 @@ def read_run(run_dir: str | os.PathLike) -> dict:
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.exists():
         if row["status"] == "complete":
-            row.update(
-                status="incomplete", error=f"{metrics_path}: missing (crashed or still running)"
-            )
+            row.update(status="incomplete", error=_incomplete_reason(run_dir, metrics_path))
         return row
     try:
         metrics = json.loads(metrics_path.read_text())
@@ -107,6 +109,17 @@ def read_run(run_dir: str | os.PathLike) -> dict:
             raise ValueError("top level is not a JSON object")
     except Exception as exc:
         row.update(status="invalid", error=f"{metrics_path}: unreadable ({exc})")
+        return row
+    scheme = metrics.get("config_hash_scheme")
+    if scheme == CONFIG_HASH_SCHEME and metrics.get("config_hash") != row["config_hash"]:
+        row.update(
+            status="stale",
+            error=(
+                f"{metrics_path}: belongs to another configuration (config_hash "
+                f"{metrics.get('config_hash')}) than {config_path} ({row['config_hash']}); "
+                "re-run that configuration or remove the directory"
+            ),
+        )
         return row
     for key, value in metrics.items():
         if key in _ID_KEYS:
@@ -119,6 +132,16 @@ def read_run(run_dir: str | os.PathLike) -> dict:
         timespec="seconds"
     )
     return row
+
+
+def _incomplete_reason(run_dir: Path, metrics_path: Path) -> str:
+    """Why a run has no metrics: its run.json's status and error when it has one."""
+    try:
+        state = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return f"{metrics_path}: missing (crashed or still running)"
+    reason = f"{metrics_path}: missing; run.json status {state.get('status')!r}"
+    return reason + (f": {state['error']}" if state.get("error") else "")
 
 
 def collect(roots, relative_to: str | os.PathLike | None = None) -> pd.DataFrame:

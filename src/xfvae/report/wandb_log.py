@@ -1,5 +1,6 @@
-"""Optional: log the report's tables and figures to a W&B group, next to the training runs logged with
-``logger=wandb``. Offline unless the user set ``WANDB_MODE`` (no network, no account needed;
+"""W&B helpers. ``run_group``/``run_tags`` label the training runs of ``logger=wandb``
+(conf/logger/wandb.yaml); ``log_report`` logs the report's tables and figures to a W&B group,
+next to those runs. Offline unless the user set ``WANDB_MODE`` (no network, no account needed;
 ``wandb sync`` uploads later)."""
 
 from __future__ import annotations
@@ -9,6 +10,22 @@ import os
 from pathlib import Path
 
 import pandas as pd
+
+
+def run_group(experiment: str | None, model: str, data: str) -> str:
+    """The W&B group of a training run: its experiment (table3, figure3, ...), else model-data."""
+    return experiment or f"{model}-{data}"
+
+
+def run_tags(
+    model: str, data: str, seed: int, setting: str | None = None, experiment: str | None = None
+) -> list[str]:
+    """W&B tags of a training run: model, data set, ``seed=<n>``, then the setting (e.g.
+    ``frac=0.05``) and the experiment where they are set; unset ones give no tag (no "None").
+    Each tag is cut to W&B's limit of 64 characters."""
+    tags = [str(model), str(data), f"seed={seed}"]
+    tags += [str(v) for v in (setting, experiment) if v is not None and str(v) != ""]
+    return [t[:64] for t in tags]
 
 
 def log_report(

@@ -1,0 +1,176 @@
+"""A run directory holds one configuration's results, and says what state they are in.
+
+``run.json`` (written atomically at start and at every change of state) records the configuration
+hash (:func:`xfvae.provenance.config_hash`), the status (``running``, ``complete``, ``failed``,
+``interrupted``), how this invocation started (``fresh``, ``resumed`` from ``checkpoints/last.ckpt``
+or ``skipped`` because complete) and the error of a failed run. Before a run starts,
+:meth:`RunDir.plan` decides from what is there:
+
+* nothing of ours                       -> run from scratch;
+* another configuration's files         -> refuse (:class:`RunDirConflict`), unless ``overwrite``;
+* this configuration, complete          -> skip (``resume``) / refuse (not ``resume``);
+* this configuration, ``last.ckpt``     -> resume from it (``resume``) / start over (not ``resume``).
+
+A lock file (``.lock``, ``flock``) keeps two processes out of one directory at a time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import platform
+import shutil
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xfvae.io import atomic_write_json
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+#: Files and folders a run writes; ``overwrite`` removes exactly these.
+RESULT_FILES = (
+    METRICS_FILE,
+    "history.csv",
+    "test_predictions.csv",
+    RUN_FILE,
+    "checkpoints",
+)
+LAST_CKPT = Path("checkpoints") / "last.ckpt"
+
+
+class RunDirConflict(RuntimeError):
+    """The directory holds another configuration's results, or another process is using it."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: str  # "fresh" | "resume" | "skip"
+    ckpt: Path | None = None
+    metrics: dict[str, Any] | None = None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class RunDir:
+    def __init__(self, path: str | os.PathLike, config_hash: str):
+        self.path = Path(path)
+        self.config_hash = config_hash
+
+    # -- what is there ---------------------------------------------------------------------------
+    def read_state(self) -> dict[str, Any] | None:
+        """``run.json`` (or, for runs written before it existed, the hash in ``metrics.json``)."""
+        for name in (RUN_FILE, METRICS_FILE):
+            f = self.path / name
+            if f.is_file():
+                try:
+                    data = json.loads(f.read_text())
+                except (OSError, ValueError) as exc:
+                    raise RunDirConflict(
+                        f"{f}: unreadable ({exc}); inspect it, then re-run with overwrite=true to "
+                        "replace the directory's results"
+                    ) from exc
+                if name == METRICS_FILE:
+                    return {"config_hash": data.get("config_hash"), "status": "complete"}
+                return data
+        return None
+
+    def has_results(self) -> bool:
+        return any((self.path / name).exists() for name in RESULT_FILES)
+
+    def plan(self, resume: bool = True, overwrite: bool = False) -> Plan:
+        if overwrite:
+            self.clear()
+            return Plan("fresh")
+        state = self.read_state()
+        if state is None:
+            if self.has_results():
+                raise RunDirConflict(
+                    f"{self.path} holds result files of an unknown configuration (no {RUN_FILE}): "
+                    "re-run with overwrite=true to replace them, or choose another directory "
+                    "(hydra.run.dir=... / hydra.sweep.dir=...)"
+                )
+            return Plan("fresh")
+        if state.get("config_hash") != self.config_hash:
+            raise RunDirConflict(
+                f"{self.path} holds the results of another configuration (config_hash "
+                f"{state.get('config_hash')}, this one {self.config_hash}): re-run with "
+                "overwrite=true (FRESH=1 for the make targets) to replace them, or choose another "
+                "directory (hydra.run.dir=... / hydra.sweep.dir=...)"
+            )
+        metrics = self.path / METRICS_FILE
+        if state.get("status") == "complete" and metrics.is_file():
+            if not resume:
+                raise RunDirConflict(
+                    f"{self.path} already holds this configuration's complete results: drop "
+                    "resume=false to keep them, or pass overwrite=true to run it again"
+                )
+            return Plan("skip", metrics=json.loads(metrics.read_text()))
+        ckpt = self.path / LAST_CKPT
+        if resume and ckpt.is_file():
+            return Plan("resume", ckpt=ckpt)
+        self.clear()
+        return Plan("fresh")
+
+    # -- changes -----------------------------------------------------------------------------------
+    def clear(self) -> None:
+        """Remove every result file of an earlier run (configs and logs stay)."""
+        for name in RESULT_FILES:
+            p = self.path / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+    def mark(self, status: str, started: str | None = None, **extra: Any) -> None:
+        state = self.read_state() if (self.path / RUN_FILE).is_file() else {}
+        state = dict(state or {})
+        state.update(
+            config_hash=self.config_hash,
+            status=status,
+            updated_at=_now(),
+            host=platform.node(),
+            pid=os.getpid(),
+            **extra,
+        )
+        if started is not None:
+            state["started"] = started
+            state["invoked_at"] = _now()
+        if status != "failed":
+            state.pop("error", None)
+        atomic_write_json(self.path / RUN_FILE, state)
+
+    @contextmanager
+    def lock(self):
+        """Hold ``.lock`` for the duration; a second process gets a clear error, not a mixed dir."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path / ".lock", "a+")
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                fh.seek(0)
+                owner = fh.read().strip() or "another process"
+                raise RunDirConflict(
+                    f"{self.path} is in use by {owner}: wait for it to finish, or run into "
+                    "another directory (hydra.run.dir=...)"
+                ) from exc
+            except OSError as exc:  # e.g. a cluster file system mounted without flock
+                warnings.warn(
+                    f"{self.path}: cannot lock the run directory ({exc}); going on unlocked",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {platform.node()}\n")
+            fh.flush()
+            yield self
+        finally:
+            fh.close()

@@ -1,0 +1,86 @@
+"""What a sweep (Hydra multirun) did: each job's outcome, and one summary at the end.
+
+Every job writes ``<run dir>/.hydra/outcome.json`` (:func:`record_outcome`): ``ran``,
+``resumed``, ``skipped`` (complete for the same configuration), ``failed`` (with the error line)
+or ``interrupted``. :class:`SweepSummary`, a Hydra callback (``conf/hydra/default.yaml``), reads the
+outcomes this invocation wrote under the sweep directory, prints the counts and the failures,
+writes ``sweep_summary.json`` there and exits non-zero when a job failed. Launchers that run jobs
+in other processes or on other machines (submitit, SLURM) are covered: only files are exchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from xfvae.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+OUTCOME_FILE = Path(".hydra") / "outcome.json"
+OUTCOMES = ("ran", "resumed", "skipped", "failed", "interrupted")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def record_outcome(run_dir: str | Path, outcome: str, error: str | None = None) -> None:
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+    atomic_write_json(
+        Path(run_dir) / OUTCOME_FILE, {"outcome": outcome, "error": error, "at": _now()}
+    )
+
+
+def read_outcomes(sweep_dir: str | Path, since: str | None = None) -> list[dict[str, Any]]:
+    """Outcomes under ``sweep_dir`` written at or after ``since`` (ISO time), sorted by run dir."""
+    rows = []
+    for f in sorted(Path(sweep_dir).rglob(str(OUTCOME_FILE))):
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if since is None or data.get("at", "") >= since:
+            rows.append({"run_dir": str(f.parent.parent), **data})
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]]) -> tuple[dict[str, int], str]:
+    counts = {k: sum(r["outcome"] == k for r in rows) for k in OUTCOMES}
+    lines = [
+        "sweep summary: "
+        + ", ".join(f"{counts[k]} {k}" for k in OUTCOMES if counts[k] or k != "interrupted")
+    ]
+    lines += [
+        f"  FAILED {r['run_dir']}: {r.get('error')}" for r in rows if r["outcome"] == "failed"
+    ]
+    return counts, "\n".join(lines)
+
+
+class SweepSummary(Callback):
+    """Hydra callback: the summary of a multirun, and a non-zero exit when a job failed."""
+
+    def __init__(self) -> None:
+        self.started: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = _now()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = read_outcomes(sweep_dir, since=self.started)
+        counts, text = summarize(rows)
+        atomic_write_json(
+            sweep_dir / "sweep_summary.json",
+            {"started_at": self.started, "ended_at": _now(), "counts": counts, "jobs": rows},
+        )
+        print(text, flush=True)
+        if counts["failed"]:
+            raise SystemExit(1)
