@@ -8,10 +8,13 @@ BIN := $(VENV)/bin
 # make install TORCH_SPEC=torch==2.13.0 PIP_TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_ARGS ?=
-STAMP := $(VENV)/.installed
+# Optional extras besides dev, e.g. EXTRAS=tensorboard (dev already holds the SLURM launcher).
+EXTRAS ?=
+comma := ,
+STAMP := $(VENV)/.installed$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
 SEEDS ?= 0,1,2
 
-.PHONY: install test test-slow lint format data report clean-logs help \
+.PHONY: install test test-slow lint format data report clean-logs help reproduce-all \
 	reproduce-table1 reproduce-table3 reproduce-figure2 reproduce-table4 reproduce-figure3 reproduce-figure4
 
 help:
@@ -23,7 +26,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(PIP_TORCH_ARGS) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev$(if $(EXTRAS),$(comma)$(EXTRAS))]"
 	touch $(STAMP)
 
 data: install ## fetch and verify the default data set (ML-100K)
@@ -44,8 +47,10 @@ format: install
 	$(BIN)/ruff format src baselines tests benchmarks experiments
 	$(BIN)/ruff check --fix src baselines tests benchmarks experiments
 
-# The reproduce-* targets take env MODELS, DATASETS (default ml-100k; the paper's: "ml-1m ml-10m
-# ml-20m amazon-pet amazon-kindle"), SEEDS (0,1,2) and TRAINER (default | gpu).
+# The reproduce-* targets take MODELS, DATASETS (default ml-100k; the paper's: "ml-1m ml-10m
+# ml-20m amazon-pet amazon-kindle"), SEEDS (0,1,2), TRAINER (default | gpu), LAUNCHER (slurm |
+# submitit_local) and FRESH=1 (start over). Re-running a target skips complete runs and resumes
+# killed ones (logs/<experiment>/<data>/...); a failed run does not stop it (non-zero exit at the end).
 reproduce-table3: install data ## Table 3 + Figure 2 (stats, CD diagrams): every model x seed on ML-100K
 	SEEDS=$(SEEDS) bash experiments/table3.sh
 
@@ -60,13 +65,40 @@ reproduce-figure3: install data ## Figure 3: sub-sampled training sets (1-10%)
 reproduce-figure4: install data ## Figure 4: convergence of variants A-E (paper: DATASETS=ml-1m)
 	SEEDS=$(SEEDS) bash experiments/figure4.sh
 
+reproduce-all: install data ## every artifact: Tables 1, 3, 4 and Figures 2, 3, 4 (resumable)
+	rc=0; for t in reproduce-table1 reproduce-table3 reproduce-table4 reproduce-figure3 \
+	  reproduce-figure4; do $(MAKE) --no-print-directory $$t || rc=1; done; exit $$rc
+
 reproduce-table1: install ## Table 1: data set statistics beside the paper's
 	for d in $${DATASETS:-ml-100k}; do $(BIN)/python -m xfvae.data.stats data=$$d; done
 
-report: install ## collect runs under logs/ and write stats, CD diagrams and Table 3 to results/latest
+# Equal-budget tuning (README "Tuning (equal budget)"): one study, or every Table 3 model and the
+# Table 4 rows with the same budget. Resumable: re-run the same command after an interruption;
+# several processes (or cluster jobs on a shared filesystem) may run one study at once.
+# TUNE_ARGS: more key=value settings (conf/tune.yaml) or trial overrides (e.g. trainer=gpu).
+.PHONY: tune tune-all
+DATA ?= ml-100k
+BUDGET ?= 50
+TUNE_MODELS ?= mf ncf cnncf urec irec vaecf daecf bpmf xfvae \
+	xfvae_no_data_input xfvae_no_cross_feedback xfvae_no_attention
+tune: install data ## tune one model: make tune MODEL=mf DATA=ml-100k BUDGET=50
+	@test -n "$(MODEL)" || { echo "make tune needs MODEL=<name> (one of: $(TUNE_MODELS))"; exit 2; }
+	$(BIN)/python -m xfvae.tune model=$(MODEL) data=$(DATA) budget=$(BUDGET) $(TUNE_ARGS)
+
+tune-all: install data ## tune every model and Table 4 row with the same BUDGET (default 50)
+	for m in $(TUNE_MODELS); do \
+	  $(BIN)/python -m xfvae.tune model=$$m data=$(DATA) budget=$(BUDGET) $(TUNE_ARGS) || exit $$?; \
+	done
+
+report: install ## collect runs under logs/ and write stats (all models, top 4), CD diagrams, Table 3 to results/latest
 	$(BIN)/python -m xfvae.report collect logs --out results/latest/results.csv
-	$(BIN)/python -m xfvae.report stats results/latest/results.csv --blocks seed --out results/latest/stats
+	$(BIN)/python -m xfvae.report stats results/latest/results.csv --blocks auto --out results/latest/stats
+	$(BIN)/python -m xfvae.report stats results/latest/results.csv --blocks auto --top 4 --out results/latest/stats
 	$(BIN)/python -m xfvae.report table 3 results/latest/results.csv --out results/latest
+
+.PHONY: figures
+figures: install ## every table and figure again from the committed results/, no training (seconds)
+	$(BIN)/python experiments/figures.py
 
 clean-logs:
 	rm -rf logs

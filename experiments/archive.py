@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-KEEP = (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.json", "history.csv")
+KEEP = (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.json", "history.csv", "run.json")
 
 
 def archive(root: Path, dest: Path) -> int:

@@ -1,20 +1,86 @@
-# Shared by the experiment scripts: where runs go, which python, and archiving into results/.
-set -euo pipefail
+# Shared by the experiment scripts (source it after setting EXPERIMENT): where runs go, which
+# python, tuned configs, resume, failures, archiving into results/.
+#
+# Env: DATASETS (default ml-100k), SEEDS (0,1,2), TRAINER (default | gpu), LAUNCHER (e.g. slurm,
+# submitit_local: hydra/launcher=$LAUNCHER, sweeps then run in parallel), FRESH=1 (start over:
+# overwrite=true), PY (.venv/bin/python).
+#
+# Runs go to a stable folder per experiment, logs/<experiment>/<data>/<name>/<job>, so running the
+# same target again skips complete jobs, resumes killed ones from their last.ckpt and runs the
+# rest (xfvae.rundir). Failed jobs do not stop the target: it finishes the others, then prints
+# one summary and exits non-zero.
+set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PY:-.venv/bin/python}
 SEEDS=${SEEDS:-0,1,2}
 DATASETS=${DATASETS:-ml-100k}
 TRAINER=${TRAINER:-default}
-STAMP=$(date +%Y-%m-%d_%H-%M-%S)
+LAUNCHER=${LAUNCHER:-}
+FRESH=${FRESH:-0}
+: "${EXPERIMENT:?set EXPERIMENT before sourcing common.sh}"
+RUNS=${RUNS:-logs/$EXPERIMENT}
+STARTED=$($PY -c 'from xfvae.sweep import now; print(now())')
+FAILED_SWEEPS=()
+PIDS=()
+NAMES=()
 
-# train_sweep NAME OVERRIDES...: one Hydra multirun into logs/<experiment>/<stamp>/NAME
-train_sweep() {
-  local name=$1; shift
-  $PY -m xfvae.train -m trainer="$TRAINER" seed="$SEEDS" "$@" \
-    hydra.sweep.dir="$RUNS/$name" hydra.sweep.subdir='${hydra.job.num}'
+mkdir -p "$RUNS"
+exec 9>"$RUNS/.lock"
+if ! flock -n 9; then
+  echo "error: another $EXPERIMENT target is running in $RUNS (lock $RUNS/.lock); wait for it" >&2
+  exit 1
+fi
+
+# model_args DATA MODEL: the tuned config (conf/tuned/DATA/MODEL.yaml, from `make tune`) when
+# there is one, else the model's default config.
+model_args() {
+  if [ -f "conf/tuned/$1/$2.yaml" ]; then echo "tuned=$1/$2"; else echo "model=$2"; fi
 }
 
-# archive DEST: copy each run's provenance (config, metrics, history) into results/, small enough for git
+# train_sweep NAME SUBDIR OVERRIDES...: one Hydra multirun into $RUNS/NAME/SUBDIR
+train_sweep() {
+  local name=$1 subdir=$2; shift 2
+  local args=(-m trainer="$TRAINER" seed="$SEEDS" "$@"
+    hydra.sweep.dir="$RUNS/$name" hydra.sweep.subdir="$subdir")
+  [ -n "$LAUNCHER" ] && args+=(hydra/launcher="$LAUNCHER")
+  [ "$FRESH" = 1 ] && args+=(overwrite=true)
+  if [ -n "$LAUNCHER" ]; then  # a launcher waits for its own jobs: run the sweeps side by side
+    $PY -m xfvae.train "${args[@]}" &
+    PIDS+=($!); NAMES+=("$name")
+  else
+    $PY -m xfvae.train "${args[@]}" || FAILED_SWEEPS+=("$name")
+  fi
+}
+
+# wait_sweeps: wait for the sweeps started in the background (LAUNCHER set)
+wait_sweeps() {
+  local i
+  for i in "${!PIDS[@]}"; do wait "${PIDS[$i]}" || FAILED_SWEEPS+=("${NAMES[$i]}"); done
+  PIDS=(); NAMES=()
+}
+
+# data_roots: this invocation's data set folders under $RUNS (other data sets' runs stay out)
+data_roots() {
+  local d
+  for d in $DATASETS; do [ -d "$RUNS/$d" ] && echo "$RUNS/$d"; done
+}
+
+# archive DEST: copy each run's provenance (config, metrics, history, state) into DEST/<data>/...
 archive() {
-  $PY experiments/archive.py "$RUNS" "$1"
+  local d
+  for d in $DATASETS; do
+    [ -d "$RUNS/$d" ] && $PY experiments/archive.py "$RUNS/$d" "$1/$d"
+  done
+}
+
+# finish: one summary of every job this invocation ran, skipped, resumed or lost; exit status
+finish() {
+  wait_sweeps
+  $PY -m xfvae.sweep $(data_roots) --since "$STARTED"
+  local rc=$?
+  if [ ${#FAILED_SWEEPS[@]} -gt 0 ]; then
+    echo "sweeps with failures: ${FAILED_SWEEPS[*]}" >&2
+    rc=1
+  fi
+  return $rc
 }

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Paper Figure 3 (sparsity): models x training fractions x seeds. Env: MODELS, FRACS, DATASETS, SEEDS.
+# Paper Figure 3 (sparsity): models x training fractions x seeds, tuned configs where they exist.
+# Env: MODELS, FRACS, DATASETS, SEEDS, TRAINER, LAUNCHER, FRESH (common.sh).
+EXPERIMENT=figure3
 source "$(dirname "$0")/common.sh"
 MODELS=${MODELS:-mf ncf cnncf urec irec vaecf daecf bpmf xfvae}
 FRACS=${FRACS:-0.01,0.02,0.03,0.05,0.10}
-RUNS=logs/figure3/$STAMP
 OUT=${OUT:-results/figure3/$(echo "$DATASETS" | tr ' ' '+')}
 for d in $DATASETS; do
   for m in $MODELS; do
-    train_sweep "$d/$m" experiment=figure3 model="$m" data="$d" data.split.train_frac="$FRACS"
+    train_sweep "$d/$m" 'frac${data.split.train_frac}-seed${seed}' experiment=figure3 \
+      "$(model_args "$d" "$m")" data="$d" data.split.train_frac="$FRACS"
   done
 done
+finish; rc=$?
 archive "$OUT/runs"
-$PY -m xfvae.report collect "$RUNS" --out "$OUT/results.csv"
+$PY -m xfvae.report collect $(data_roots) --out "$OUT/results.csv"
 $PY -m xfvae.report fig3 "$OUT/results.csv" --experiment figure3 --out "$OUT"
+$PY experiments/summarize.py $(data_roots) > "$OUT/summary.txt" && cat "$OUT/summary.txt"
+exit $rc

@@ -34,11 +34,11 @@ def seconds_to_best(run_dir: str, best_epoch: float) -> float:
     return float(h.loc[h["epoch"] <= best_epoch, "seconds"].sum())
 
 
-def main(root: str) -> None:
-    df = collect(root)
+def main(roots: list[str]) -> None:
+    df = collect(roots)
     df = df[df["status"] == "complete"]
     if df.empty:
-        sys.exit(f"no complete run under {root}: did the runs fail? see their .log files")
+        sys.exit(f"no complete run under {roots}: did the runs fail? see their train.log files")
     df["seconds_to_best"] = [
         seconds_to_best(d, b) for d, b in zip(df["run_dir"], df["best_epoch"], strict=True)
     ]
@@ -51,4 +51,4 @@ def main(root: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "logs")
+    main(sys.argv[1:] or ["logs"])

@@ -343,3 +343,68 @@ def test_two_million_colon_rows_parse_without_per_row_python(tmp_path):
     start = time.perf_counter()
     got = parse_ratings(path, "ml-dat", rating_min=0.5, rating_max=5)
     assert len(got) == len(df) and time.perf_counter() - start < 15
+
+
+# -- id inference never merges distinct strings ---------------------------------------------------
+def test_inferred_ids_keep_leading_zeros_and_decimals_distinct(tmp_path):
+    path = _write(tmp_path, "user,item,rating\n1,0123,4\n1,123,3\n2,1.0,3\n2,1,2\n", "r.csv")
+    df = parse_ratings(path, "csv")
+    assert df["item"].tolist() == ["0123", "123", "1.0", "1"]  # four items, kept as text
+    assert df["user"].tolist() == [1, 1, 2, 2] and df["user"].dtype == np.int64
+    for a, b in (("+5", "5"), ("-0", "0"), (" 7", "7")):  # distinct users, not a duplicate pair
+        text = f"user,item,rating\n{a},7,1\n{b},7,2\n"
+        assert parse_ratings(_write(tmp_path, text, "s.csv"), "csv")["user"].tolist() == [a, b]
+
+
+def test_inferred_ids_are_integers_only_when_every_spelling_is_plain(tmp_path):
+    path = _write(tmp_path, "user,item,rating\n-5,0,4\n12,987654321012345678,3\n", "r.csv")
+    df = parse_ratings(path, "csv")
+    assert df["user"].tolist() == [-5, 12] and df["item"].tolist() == [0, 987654321012345678]
+    assert df["item"].dtype == np.int64
+    big = _write(tmp_path, "user,item,rating\n1,99999999999999999999,4\n", "big.csv")
+    assert parse_ratings(big, "csv")["item"].tolist() == ["99999999999999999999"]  # no overflow
+
+
+def test_csv_split_keeps_0123_and_123_apart_across_files(tmp_path):
+    _, (tr, va, te) = _split(
+        tmp_path,
+        "user,item,rating\n1,123,4\n2,0123,3\n",
+        "user,item,rating\n1,0123,5\n",
+        "user,item,rating\n2,123,1\n",
+    )
+    assert tr["item"].tolist() == ["123", "0123"] and va["item"].tolist() == ["0123"]
+    assert te["item"].tolist() == ["123"]  # numeric in this file alone: text like the others
+
+
+def test_datamodule_encodes_0123_and_123_as_two_items(tmp_path, cfg_factory):
+    from hydra.utils import instantiate
+
+    texts = {"train": "1,123,4\n2,0123,3\n3,7,2\n", "val": "1,0123,5\n", "test": "2,123,1\n"}
+    paths = {k: _write(tmp_path, "user,item,rating\n" + t, f"{k}.csv") for k, t in texts.items()}
+    dm = instantiate(cfg_factory("data=csv", *(f"data.{k}={p}" for k, p in paths.items())).data)
+    dm.setup()
+    assert sorted(dm.item_ids.tolist()) == ["0123", "123", "7"]
+    assert dm.train_data.n_items == 3
+    val = dm.split_frames()["val"]
+    assert val["item"].tolist() == ["0123"]
+
+
+# -- the empty-file message names the setting that chose the file --------------------------------
+def test_empty_csv_split_file_names_its_data_key_not_path(tmp_path):
+    header = "user,item,rating\n"
+    with pytest.raises(DataFormatError) as info:
+        _split(tmp_path, header + "1,1,4\n", header, header + "2,2,3\n")
+    msg = str(info.value)
+    assert msg.startswith(f"{tmp_path / 'b.csv'}:1: the file holds no ratings")
+    assert "data.val" in msg and "header line 'user,item,rating'" in msg
+    assert "path" not in msg.replace(str(tmp_path), "")
+    with pytest.raises(DataFormatError, match="Point data.train at a CSV file"):
+        _split(tmp_path, "", header + "1,1,4\n", header + "2,2,3\n")
+
+
+def test_empty_upstream_file_says_how_to_replace_it(tmp_path):
+    path = _write(tmp_path, "", "u.data")
+    with pytest.raises(DataFormatError, match="Point data.options.path at a complete ratings"):
+        load_ratings("ml-100k", tmp_path, path=str(path))
+    with pytest.raises(DataFormatError, match="Delete it so that it is downloaded again"):
+        parse_ratings(path, "ml-100k-data")

@@ -10,9 +10,11 @@ in other processes or on other machines (submitit, SLURM) are covered: only file
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ OUTCOME_FILE = Path(".hydra") / "outcome.json"
 OUTCOMES = ("ran", "resumed", "skipped", "failed", "interrupted")
 
 
-def _now() -> str:
+def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
@@ -35,7 +37,7 @@ def record_outcome(run_dir: str | Path, outcome: str, error: str | None = None) 
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
     atomic_write_json(
-        Path(run_dir) / OUTCOME_FILE, {"outcome": outcome, "error": error, "at": _now()}
+        Path(run_dir) / OUTCOME_FILE, {"outcome": outcome, "error": error, "at": now()}
     )
 
 
@@ -71,7 +73,7 @@ class SweepSummary(Callback):
         self.started: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.started = _now()
+        self.started = now()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -79,8 +81,28 @@ class SweepSummary(Callback):
         counts, text = summarize(rows)
         atomic_write_json(
             sweep_dir / "sweep_summary.json",
-            {"started_at": self.started, "ended_at": _now(), "counts": counts, "jobs": rows},
+            {"started_at": self.started, "ended_at": now(), "counts": counts, "jobs": rows},
         )
         print(text, flush=True)
         if counts["failed"]:
             raise SystemExit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m xfvae.sweep ROOT... [--since ISO]``: one summary of every job under ROOT (the
+    experiment scripts call it after their sweeps); exit 1 when a job failed."""
+    p = argparse.ArgumentParser(prog="python -m xfvae.sweep", description=main.__doc__)
+    p.add_argument("roots", nargs="+", help="folders holding sweeps (e.g. logs/table3/ml-100k)")
+    p.add_argument("--since", default=None, help="only outcomes written at or after this time")
+    args = p.parse_args(argv)
+    rows = [r for root in args.roots for r in read_outcomes(root, since=args.since)]
+    if not rows:
+        print(f"no job outcomes under {args.roots}" + (f" since {args.since}" if args.since else ""))
+        return 1
+    counts, text = summarize(rows)
+    print(text)
+    return 1 if counts["failed"] or counts["interrupted"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

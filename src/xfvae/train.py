@@ -32,6 +32,7 @@ from xfvae.provenance import CONFIG_HASH_SCHEME, config_hash, git_commit, machin
 from xfvae.rundir import RunDir
 from xfvae.signals import RunInterrupted, SignalStop
 from xfvae.sweep import record_outcome
+from xfvae.validation import loss_explosion_warning, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
     the tuner's pruning callback). With ``evaluation.test=false`` the test split is never
     evaluated (tuning); with ``evaluation.test_curve=false`` no per-epoch test RMSE is traced.
     """
+    validate_config(cfg)  # before anything is created or built
     out_dir = Path(cfg.paths.output_dir)
     run = RunDir(out_dir, config_hash(cfg))
     with run.lock():
@@ -141,6 +143,9 @@ def _fit_and_test(
 
     metrics = _metrics(cfg, dm, task, trainer, train_seconds)
     metrics["resumed_from"] = str(ckpt.relative_to(out_dir)) if ckpt is not None else None
+    metrics["loss_warning"] = loss_explosion_warning(task.history)
+    if metrics["loss_warning"]:
+        log.warning("%s", metrics["loss_warning"])
     _write_outputs(out_dir, dm, task, metrics)
     for lg in trainer.loggers:
         lg.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})

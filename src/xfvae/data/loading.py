@@ -64,6 +64,7 @@ def load_ratings(name: str, data_dir: str | os.PathLike, **options: Any) -> pd.D
         rating_min=spec.rating_min,
         rating_max=spec.rating_max,
         duplicates=spec.duplicates,
+        key=None if path is None else "data.options.path",
     )
     if spec.min_user_ratings > 1 or spec.min_item_ratings > 1:
         df = min_count_filter(
@@ -108,8 +109,9 @@ def load_csv_split(
             rating_max=rating_max,
             duplicates=duplicates,
             line_index=True,
+            key=f"data.{name}",
         )
-        for p in paths.values()
+        for name, p in paths.items()
     ]
     frames = _common_id_types(frames)
     _cross_file_duplicates(frames, [str(p) for p in paths.values()])

@@ -3,6 +3,12 @@
 Every parser returns the columns ``user, item, rating, timestamp`` in source-file order; ids keep
 their original values (int64 for integer ids, else str), ratings are float64.
 
+Id inference (user-supplied csv): ids are read as text, and a column becomes int64 only when every
+id in it is the canonical spelling of an integer (``0``, ``123``, ``-7``; at most 18 digits). So
+``0123`` and ``123``, or ``1.0`` and ``1``, stay two distinct ids (the column is kept as text)
+instead of being merged into the number 123 or 1. Ids are compared as exact strings: surrounding
+spaces are part of the id.
+
 Speed: everything goes through the pandas C parser; no Python loop touches rows unless a row is
 already known to be bad (then the file is scanned up to it only to quote it in the message). The
 MovieLens ``::`` files are read with ``sep=":"`` keeping fields 0, 2, 4 and 6 (0.9 s for 5M rows
@@ -49,7 +55,7 @@ class Format:
     sep: str  # "\t", "," or "::"
     header: str | None = None  # exact header line the file must start with; None: no header
     named_header: bool = False  # the header names the columns (user-supplied csv)
-    ids: str = "int"  # "int": integer ids; "str": string ids; "infer": int64 if numeric else str
+    ids: str = "int"  # "int": integer ids; "str": string ids; "infer": see infer_id_type
     quoted: bool = False  # honour "..." quoting (only for user-supplied csv)
 
 
@@ -88,7 +94,8 @@ class Source:
             except KeyError:
                 raise FileNotFoundError(
                     f"{self.path}: the archive has no member {self.member!r}; it holds "
-                    f"{', '.join(zf.namelist()[:10])}. Re-download it or pass path= to the ratings file"
+                    f"{', '.join(zf.namelist()[:10])}. Re-download it or set data.options.path "
+                    "to the ratings file"
                 ) from None
             with fh:
                 yield fh
@@ -110,12 +117,15 @@ def parse_ratings(
     rating_max: float = 5.0,
     duplicates: str = "error",
     line_index: bool = False,
+    key: str | None = None,
 ) -> pd.DataFrame:
     """Read and validate a ratings file of format ``fmt`` (a key of :data:`FORMATS`).
 
     ``columns`` is the order of the fields in files without a named header. With
     ``line_index=True`` the index holds each row's 1-based line in the file (for cross-file
-    messages); otherwise it is 0..n-1.
+    messages); otherwise it is 0..n-1. ``key`` is the setting that chose the file (e.g.
+    ``data.train``, ``data.options.path``), named in the fix of an empty file; None: a file the
+    data layer downloaded.
     """
     if fmt not in FORMATS:
         raise KeyError(f"unknown ratings format {fmt!r}; known formats: {', '.join(FORMATS)}")
@@ -126,7 +136,7 @@ def parse_ratings(
     f, src = FORMATS[fmt], Source(Path(path), member)
     if not src.path.is_file():
         raise FileNotFoundError(f"{src.path}: no such ratings file")
-    df, fields = _read(src, f, tuple(columns))
+    df, fields = _read(src, f, tuple(columns), key)
     df = _validate(df, src, f, fields, float(rating_min), float(rating_max))
     df = resolve_duplicates(df, duplicates, src.label)
     log.info("%s: parsed %d ratings", src.label, len(df))
@@ -134,7 +144,9 @@ def parse_ratings(
 
 
 # -- reading ------------------------------------------------------------------------------------
-def _read(src: Source, f: Format, columns: tuple[str, ...]) -> tuple[pd.DataFrame, list[str]]:
+def _read(
+    src: Source, f: Format, columns: tuple[str, ...], key: str | None = None
+) -> tuple[pd.DataFrame, list[str]]:
     """The raw table (columns named, index = 1-based line of each row) and the file's fields."""
     has_header = f.header is not None or f.named_header
     kwargs = dict(
@@ -143,8 +155,8 @@ def _read(src: Source, f: Format, columns: tuple[str, ...]) -> tuple[pd.DataFram
         skip_blank_lines=False,  # keeps row i on line i+1(+header): blank lines are reported
         quoting=csv.QUOTE_MINIMAL if f.quoted else csv.QUOTE_NONE,
     )
-    if f.ids == "str":
-        kwargs["dtype"] = {columns.index("user"): str, columns.index("item"): str}
+    if f.ids in ("str", "infer"):  # ids as read: "0123" must not become the number 123
+        kwargs["dtype"] = _id_dtypes(src, f, columns)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)  # silent truncation -> error
@@ -156,7 +168,7 @@ def _read(src: Source, f: Format, columns: tuple[str, ...]) -> tuple[pd.DataFram
                 else:
                     df = pd.read_csv(fh, sep=f.sep, **kwargs)
     except pd.errors.EmptyDataError:
-        raise _empty(src) from None
+        raise _empty(src, f, key) from None
     except UnicodeDecodeError:
         raise _undecodable(src) from None
     except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as exc:
@@ -182,7 +194,7 @@ def _read(src: Source, f: Format, columns: tuple[str, ...]) -> tuple[pd.DataFram
         df.columns = fields = list(columns)
     df = _drop_trailing_empty_lines(df, src)
     if len(df) == 0:
-        raise _empty(src)
+        raise _empty(src, f, key)
     if f.sep == "::" and (data.count(b":") != 6 * len(df) or data.count(b"::") != 3 * len(df)):
         raise _bad_row(src, f, len(columns), None)
     df.index = pd.RangeIndex(1 + header_lines, len(df) + 1 + header_lines)
@@ -213,6 +225,14 @@ def _select_named_columns(df: pd.DataFrame, src: Source) -> pd.DataFrame:
     if extra:
         log.info("%s: ignoring column(s) %s", src.label, ", ".join(extra))
     return df[[c for c in RATING_COLUMNS if c in df.columns]]
+
+
+def _id_dtypes(src: Source, f: Format, columns: tuple[str, ...]) -> dict[int, type]:
+    """``read_csv`` dtype by position: the user and item fields read as text."""
+    if not f.named_header:
+        return {columns.index("user"): str, columns.index("item"): str}
+    names = [c.strip() for c in _fields(next(src.lines(), ""), f)]
+    return {k: str for k, c in enumerate(names) if c in ("user", "item")}
 
 
 def _expected_fields(src: Source, f: Format, columns: tuple[str, ...]) -> int:
@@ -254,10 +274,21 @@ def _bad_row(src: Source, f: Format, n: int, exc: Exception | None) -> DataForma
     )
 
 
-def _empty(src: Source) -> DataFormatError:
-    return DataFormatError(
-        src.label, 1, "the file holds no ratings", "Re-download it or point path= at a ratings file"
-    )
+def _empty(src: Source, f: Format, key: str | None) -> DataFormatError:
+    """The message for a file without ratings; the fix names the setting that chose the file."""
+    if f.named_header:  # a user-supplied csv (data=csv data.train=... data.val=... data.test=...)
+        fix = (
+            f"Point {key or 'the loader'} at a CSV file with the header line 'user,item,rating' "
+            "and at least one rating below it"
+        )
+    elif key is not None:
+        fix = f"Point {key} at a complete ratings file"
+    else:  # downloaded by the data layer
+        fix = (
+            "Delete it so that it is downloaded again, or set data.options.path to a complete "
+            "ratings file"
+        )
+    return DataFormatError(src.label, 1, "the file holds no ratings", fix)
 
 
 def _undecodable(src: Source) -> DataFormatError:
@@ -328,11 +359,42 @@ def _missing_value(
 def _ids(s: pd.Series, src: Source, col: str, kind: str) -> pd.Series:
     if kind == "str":
         return s.astype(str)
+    if kind == "infer":
+        return infer_id_type(s, f"{src.label}: {col} ids")
     if ptypes.is_integer_dtype(s.dtype):
         return s.astype(np.int64)
-    if kind == "int" or ptypes.is_float_dtype(s.dtype):
-        return _numbers(s, src, f"{col} id", integer=True)
-    return s.astype(str)  # "infer" with non-numeric ids
+    return _numbers(s, src, f"{col} id", integer=True)
+
+
+#: The canonical spelling of an int64 id: no sign but "-", no leading zeros, at most 18 digits.
+_CANONICAL_INT = r"0|-?[1-9][0-9]{0,17}"
+
+
+def infer_id_type(ids: pd.Series, label: str = "ids") -> pd.Series:
+    """``ids`` as int64 when every one is the canonical spelling of an integer, else as str.
+
+    Never merges two distinct strings: ``"0123"`` and ``"123"`` (or ``"1.0"`` and ``"1"``) keep
+    the column as text. Integer columns pass through as int64. The check runs on the distinct
+    ids only, so it costs one hash pass over the column.
+    """
+    if ptypes.is_integer_dtype(ids.dtype) and not ptypes.is_bool_dtype(ids.dtype):
+        return ids.astype(np.int64)
+    text = ids.astype(str)
+    codes, uniques = pd.factorize(text)
+    uniques = pd.Series(uniques, dtype=str)
+    canonical = uniques.str.fullmatch(_CANONICAL_INT).to_numpy(dtype=bool)
+    if canonical.all() and len(uniques):
+        values = uniques.astype(np.int64).to_numpy()
+        return pd.Series(values[codes], index=ids.index, dtype=np.int64)
+    if canonical.any():
+        example = uniques.iat[int(np.argmin(canonical))]
+        log.info(
+            "%s are kept as text: %r is not the plain spelling of an integer, and reading "
+            "numbers could merge distinct ids (e.g. '0123' and '123')",
+            label,
+            example,
+        )
+    return text
 
 
 def _numbers(s: pd.Series, src: Source, what: str, integer: bool) -> pd.Series:
