@@ -136,12 +136,20 @@ def _fit_and_test(
                     log.info("resuming from %s", ckpt)
                 trainer.fit(task, datamodule=dm, ckpt_path=ckpt)
             train_seconds = time.perf_counter() - t0
+            # read before the test, which restores the callbacks' state of the best checkpoint
+            fit_end = {
+                "stopped_by": _stopped_by(trainer, len(task.history)),
+                "final_lr": trainer.optimizers[0].param_groups[0]["lr"]
+                if trainer.optimizers
+                else None,
+            }
             if cfg.evaluation.get("test", True):
                 trainer.test(task, datamodule=dm, ckpt_path=_best_ckpt(trainer), verbose=False)
         except SIGTERMException as e:  # Lightning's own SIGTERM exit (code 0): make it ours
             raise RunInterrupted(signal.SIGTERM) from e
 
     metrics = _metrics(cfg, dm, task, trainer, train_seconds)
+    metrics.update(fit_end)
     metrics["resumed_from"] = str(ckpt.relative_to(out_dir)) if ckpt is not None else None
     metrics["loss_warning"] = loss_explosion_warning(task.history)
     if metrics["loss_warning"]:
@@ -222,6 +230,16 @@ def _metrics(
         }
     )
     return metrics
+
+
+def _stopped_by(trainer: pl.Trainer, epochs: int) -> str:
+    """What ended training: early stopping on val/rmse, or the epoch cap (a default should not)."""
+    es = trainer.early_stopping_callback
+    if es is not None and es.stopped_epoch > 0:
+        return "early_stopping"
+    if trainer.max_epochs is not None and epochs >= trainer.max_epochs:
+        return "max_epochs"
+    return "other"
 
 
 def _write_outputs(out_dir: Path, dm, task: RatingTask, metrics: dict) -> None:

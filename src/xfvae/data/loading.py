@@ -43,6 +43,11 @@ SYNTHETIC_OPTIONS = tuple(
 )
 
 
+def is_synthetic(name: str) -> bool:
+    """``synthetic`` and its named shapes (``synthetic-dense``, ``synthetic-sparse``, ...)."""
+    return name == "synthetic" or name.startswith("synthetic-")
+
+
 def load_ratings(name: str, data_dir: str | os.PathLike, **options: Any) -> pd.DataFrame:
     """The full data set ``name`` (columns user, item, rating, timestamp; source order)."""
     if name == "csv":
@@ -50,7 +55,7 @@ def load_ratings(name: str, data_dir: str | os.PathLike, **options: Any) -> pd.D
             "data set 'csv' is a user-supplied split: call load_csv_split(train, val, test) "
             "(on the command line: data=csv data.train=PATH data.val=PATH data.test=PATH)"
         )
-    if name == "synthetic":
+    if is_synthetic(name):
         _check_options(name, options, SYNTHETIC_OPTIONS)
         return make_synthetic(**options)
     spec, path = _spec_with_options(name, options)
@@ -76,7 +81,7 @@ def load_ratings(name: str, data_dir: str | os.PathLike, **options: Any) -> pd.D
 
 def rating_scale(name: str, **options: Any) -> tuple[float, float]:
     """(min, max) of the ratings of data set ``name`` under ``options``."""
-    if name in ("synthetic", "csv"):
+    if name == "csv" or is_synthetic(name):
         defaults = inspect.signature(make_synthetic).parameters
         lo = options.get("rating_min", defaults["rating_min"].default)
         hi = options.get("rating_max", defaults["rating_max"].default)

@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 
 from xfvae import CONF_DIR, REPO_ROOT
-from xfvae.data.loading import load_csv_split, load_ratings
+from xfvae.data.loading import is_synthetic, load_csv_split, load_ratings
 from xfvae.data.registry import NAMES, get_spec
 
 
@@ -37,7 +37,7 @@ def table(name: str, df: pd.DataFrame, options: dict[str, Any] | None = None) ->
     """An aligned table of this copy's counts and the paper's Table 1 figures (where given)."""
     here = counts(df)
     paper = None
-    if name not in ("synthetic", "csv"):
+    if name != "csv" and not is_synthetic(name):
         paper = get_spec(name, (options or {}).get("version")).paper
     ref = (
         {"users": paper.users, "items": paper.items, "ratings": paper.ratings}
@@ -104,7 +104,7 @@ def _from_argv(argv: Sequence[str]) -> dict[str, Any]:
 
 def _config(argv: Sequence[str]) -> dict[str, Any]:
     name = next((a.partition("=")[2] for a in argv if a.startswith("data=")), "ml-100k")
-    if name not in NAMES:
+    if name not in NAMES and not is_synthetic(name):
         raise SystemExit(f"unknown data set {name!r}; known: {', '.join(NAMES)}")
     if (CONF_DIR / "train.yaml").is_file() and (CONF_DIR / "data" / f"{name}.yaml").is_file():
         return _from_hydra(argv)

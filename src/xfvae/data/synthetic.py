@@ -30,25 +30,34 @@ def make_synthetic(
     rating_max: float = 5.0,
     seed: int = 0,
     signal_sd: float | None = None,
+    popularity: float = 0.0,
     with_truth: bool = False,
 ) -> pd.DataFrame:
     """Ratings ``user, item, rating, timestamp`` (timestamp = row order; rows in random order).
 
+    ``popularity`` > 0 skews who rates what: user and item activity follow Zipf weights
+    ``rank ** -popularity`` (in a random order), as in real rating data; 0 is uniform.
     ``with_truth=True`` adds the noise-free ``true_rating`` column. ``df.attrs`` holds
     ``rmse_floor`` (RMSE of predicting ``true_rating``) and the generator's arguments.
     """
     n_users, n_items, rank = int(n_users), int(n_items), int(rank)
-    if min(n_users, n_items, rank) < 1 or not 0 < density <= 1 or noise_sd < 0:
+    if (
+        min(n_users, n_items, rank) < 1
+        or not 0 < density <= 1
+        or noise_sd < 0
+        or not popularity >= 0
+    ):
         raise ValueError(
-            f"make_synthetic needs n_users, n_items, rank >= 1, 0 < density <= 1, noise_sd >= 0; "
-            f"got {n_users}, {n_items}, {rank}, {density}, {noise_sd}"
+            "make_synthetic needs n_users, n_items, rank >= 1, 0 < density <= 1, noise_sd >= 0, "
+            f"popularity >= 0; got {n_users}, {n_items}, {rank}, {density}, {noise_sd}, "
+            f"{popularity}"
         )
     if not rating_min < rating_max:
         raise ValueError(f"rating_min {rating_min} must be below rating_max {rating_max}")
     rng = np.random.default_rng(seed)
     n_cells = n_users * n_items
     k = max(1, round(density * n_cells))
-    cells = _sample_cells(rng, n_users, n_items, k)
+    cells = _sample_cells(rng, n_users, n_items, k, float(popularity))
     users, items = cells // n_items, cells % n_items
 
     mu = (rating_min + rating_max) / 2
@@ -78,6 +87,7 @@ def make_synthetic(
         noise_sd=float(noise_sd),
         rank=rank,
         density=k / n_cells,
+        popularity=float(popularity),
         seed=int(seed),
     )
     log.info(
@@ -94,9 +104,18 @@ def make_synthetic(
     return df
 
 
-def _sample_cells(rng: np.random.Generator, n_users: int, n_items: int, k: int) -> np.ndarray:
+def _zipf(rng: np.random.Generator, n: int, a: float) -> np.ndarray:
+    """Activity weights ``rank ** -a`` over the n entities in a random order (sum 1)."""
+    w = np.arange(1, n + 1, dtype=np.float64) ** -a
+    return rng.permutation(w / w.sum())
+
+
+def _sample_cells(
+    rng: np.random.Generator, n_users: int, n_items: int, k: int, popularity: float = 0.0
+) -> np.ndarray:
     """``k`` distinct cells (user * n_items + item) in random order, covering all rows and
-    columns when k >= max(n_users, n_items); never builds the dense matrix when it is large."""
+    columns when k >= max(n_users, n_items); never builds the dense matrix when it is large.
+    With ``popularity`` > 0 the cells beyond the cover are drawn with Zipf user/item weights."""
     n_cells = n_users * n_items
     if k > n_cells:
         raise ValueError(f"cannot place {k} distinct ratings in {n_cells} cells")
@@ -107,13 +126,23 @@ def _sample_cells(rng: np.random.Generator, n_users: int, n_items: int, k: int) 
         pu, pi = rng.permutation(n_users), rng.permutation(n_items)
         cover = pu[j % n_users].astype(np.int64) * n_items + pi[j % n_items]
     rest = k - cover.size
-    if 4 * k >= n_cells:  # dense: a permutation of all cells costs at most 4x the output
-        pool = rng.permutation(n_cells)
+    wu = _zipf(rng, n_users, popularity) if popularity > 0 else None
+    wi = _zipf(rng, n_items, popularity) if popularity > 0 else None
+    if 4 * k >= n_cells:  # dense: rank all cells at most 4x the output (Gumbel top-k if skewed)
+        if wu is None:
+            pool = rng.permutation(n_cells)
+        else:
+            logw = np.log(np.outer(wu, wi).ravel()) + rng.gumbel(size=n_cells)
+            pool = np.argsort(-logw, kind="stable")
         extra = pool[~np.isin(pool, cover)][:rest]
     else:  # sparse: draw with replacement, deduplicate, top up; then a random subset of size rest
         extra = np.empty(0, dtype=np.int64)
         while extra.size < rest:
-            draw = rng.integers(0, n_cells, size=int(1.1 * (rest - extra.size)) + 16)
+            size = int(1.1 * (rest - extra.size)) + 16
+            if wu is None:
+                draw = rng.integers(0, n_cells, size=size)
+            else:
+                draw = rng.choice(n_users, size, p=wu) * n_items + rng.choice(n_items, size, p=wi)
             extra = _sorted_unique(np.concatenate([extra, draw]))
             extra = extra[~np.isin(extra, cover)]
         extra = rng.permutation(extra)[:rest]

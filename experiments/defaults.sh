@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Every model's default config (conf/model/, not the tuned ones) on synthetic shapes unlike ML-100K:
+# does training end by early stopping, well before the cap? Env: MODELS, DATASETS (default
+# "synthetic-dense synthetic-sparse"), SEEDS (default 0), TRAINER, LAUNCHER, FRESH (common.sh).
+EXPERIMENT=defaults
+DATASETS=${DATASETS:-synthetic-dense synthetic-sparse}
+SEEDS=${SEEDS:-0}
+source "$(dirname "$0")/common.sh"
+MODELS=${MODELS:-mf ncf cnncf urec irec vaecf daecf bpmf xfvae}
+OUT=${OUT:-results/defaults}
+for d in $DATASETS; do
+  for m in $MODELS; do
+    train_sweep "$d/$m" 'seed${seed}' experiment=defaults model="$m" data="$d"
+  done
+done
+finish; rc=$?
+archive "$OUT/runs"
+$PY -m xfvae.report collect $(data_roots) --out "$OUT/results.csv"
+$PY experiments/defaults_table.py "$OUT/results.csv" --out "$OUT/defaults.md" && cat "$OUT/defaults.md"
+exit $rc
