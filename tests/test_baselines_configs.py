@@ -1,5 +1,6 @@
-"""The committed baseline configs (conf/model/<name>.yaml, conf/hparams_search/<name>_grid.yaml)
-build what they promise and train through the shared loop, single runs and a Hydra multirun."""
+"""The committed baseline configs (conf/model/<name>.yaml) build what they promise and train through
+the shared loop, single runs and a Hydra multirun. Their search spaces (conf/hparams_search/) are
+checked in tests/test_tune_space.py."""
 
 from __future__ import annotations
 
@@ -9,9 +10,6 @@ import subprocess
 import sys
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -77,42 +75,6 @@ def test_model_trains_one_epoch_through_the_loop(name, cfg_factory, tmp_path):
     assert on_disk["n_params"] > 0
 
 
-def hydra_cfg(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=overrides, return_hydra_config=True)
-
-
-def sweep_values(spec: str) -> list:
-    """The values of one sweeper parameter (``a,b,c`` or ``choice(...)``), parsed as Hydra does."""
-    override = OverridesParser.create().parse_overrides([f"key={spec}"])[0]
-    return list(override.sweep_iterator())
-
-
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_grid_search_covers_valid_model_settings(name, data):
-    """Every swept key exists in the model config, and every value of it builds a model."""
-    cfg = hydra_cfg([f"hparams_search={name}_grid"])
-    assert cfg.model.name == name and cfg.optimized_metric == "val/rmse"
-    params = dict(cfg.hydra.sweeper.params)
-    assert params, "the grid sweeps something"
-    for key, spec in params.items():
-        assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", (
-            f"{key} is not in model={name}"
-        )
-        for value in sweep_values(str(spec)):
-            one = cfg.copy()
-            OmegaConf.update(one, key, value, merge=False)
-            instantiate(one.model.net, data=data)
-
-
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_optuna_config_composes_when_the_plugin_is_installed(name):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    cfg = hydra_cfg([f"hparams_search={name}_optuna"])
-    assert cfg.hydra.sweeper.direction == "minimize" and cfg.model.name == name
-
-
 def test_two_point_multirun_sweep_trains_both_points(tmp_path):
     cmd = [
         sys.executable,
@@ -137,12 +99,3 @@ def test_two_point_multirun_sweep_trains_both_points(tmp_path):
     # 120 users + 80 items: the embedding tables grow by 200 x 8 rows x columns, plus the first layer
     assert runs[1]["n_params"] - runs[0]["n_params"] >= 200 * 8
     assert all(math.isfinite(r["test/rmse"]) for r in runs)
-
-
-def test_grid_values_are_distinct_settings():
-    """A grid that repeats itself wastes runs: every swept list holds distinct values."""
-    for name in MODELS:
-        params = dict(hydra_cfg([f"hparams_search={name}_grid"]).hydra.sweeper.params)
-        for key, spec in params.items():
-            values = [json.dumps(v) for v in sweep_values(str(spec))]
-            assert len(values) == len(set(values)), (name, key, values)

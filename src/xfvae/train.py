@@ -140,7 +140,7 @@ def _fit_and_test(
             fit_end = {
                 "stopped_by": _stopped_by(trainer, len(task.history)),
                 "final_lr": trainer.optimizers[0].param_groups[0]["lr"]
-                if trainer.optimizers
+                if trainer.optimizers and trainer.optimizers[0].param_groups
                 else None,
             }
             if cfg.evaluation.get("test", True):

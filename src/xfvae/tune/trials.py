@@ -1,0 +1,217 @@
+"""Running trials against the shared study: the search loop (seed 0, pruned, until the budget
+has finished) and the selection's re-runs (queued jobs, each run once by whichever worker takes
+it). A trial records its owner, heartbeat, overrides, run folder and outcome as user attributes."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import optuna
+import pytorch_lightning as pl
+from optuna.trial import FrozenTrial, TrialState
+
+from xfvae.module import NonFiniteLossError
+from xfvae.provenance import config_hash, git_commit
+from xfvae.signals import RunInterrupted
+from xfvae.train import train
+from xfvae.tune import select
+from xfvae.tune.study import FINISHED, Context, TuneError, locked, owner, reap, trial_config
+
+log = logging.getLogger(__name__)
+#: A trial that raises is marked failed (it does not count) and the study goes on; this many
+#: failures in a row mean something is wrong beyond one configuration, and the worker stops.
+MAX_FAILURES_IN_A_ROW = 3
+
+
+class _Failures:
+    """Runs one trial; whatever it raises marks it FAIL (so it neither counts nor blocks)."""
+
+    def __init__(self, what: str):
+        self.what, self.count = what, 0
+
+    def __call__(self, trial: optuna.Trial, run, *args) -> None:
+        try:
+            run(*args)
+        except BaseException as e:
+            trial.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            if isinstance(e, RunInterrupted) or not isinstance(e, Exception):
+                raise  # a stop signal or Ctrl-C ends the worker
+            self.count += 1
+            log.exception("%s %d failed (marked FAIL; it does not count)", self.what, trial.number)
+            if self.count >= MAX_FAILURES_IN_A_ROW:
+                raise TuneError(
+                    f"{self.count} {self.what}s in a row failed, the last with "
+                    f"{type(e).__name__}: {e}; see the log above and the trials' run folders"
+                ) from e
+        else:
+            self.count = 0
+
+
+class TrialReporter(pl.Callback):
+    """Reports each epoch's validation RMSE to the trial (the pruner's curve), stops a trial the
+    pruner finds hopeless, and keeps the trial's heartbeat fresh."""
+
+    def __init__(self, trial: optuna.Trial, prune: bool):
+        self.trial, self.prune = trial, prune
+        self.pruned_at: int | None = None
+        self._beat = 0.0
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        if time.time() - self._beat > 60:
+            self._beat = time.time()
+            self.trial.set_user_attr("heartbeat", self._beat)
+        value = trainer.callback_metrics.get("val/rmse")
+        if not self.prune or value is None or not math.isfinite(float(value)):
+            return  # early stopping (check_finite) ends a diverged run
+        self.trial.report(float(value), step=trainer.current_epoch)
+        if self.trial.should_prune():
+            self.pruned_at = trainer.current_epoch
+            trainer.should_stop = True
+
+
+def _start(study: optuna.Study) -> optuna.Trial:
+    """Ask for a trial and record its owner (call under :func:`locked`)."""
+    trial = study.ask()
+    for k, v in {**owner(), "heartbeat": time.time()}.items():
+        trial.set_user_attr(k, v)
+    return trial
+
+
+def _fit(ctx: Context, trial: optuna.Trial, params: list[str], seed: int, out: Path, prune: bool):
+    """Train one configuration; returns (metrics or None if it diverged, reporter)."""
+    cfg = trial_config(ctx, params, seed, out)
+    trial.set_user_attr("config_hash", config_hash(cfg))
+    trial.set_user_attr("git_commit", git_commit())
+    trial.set_user_attr("run_dir", str(out))
+    reporter = TrialReporter(trial, prune)
+    try:
+        metrics = train(cfg, callbacks=[reporter])
+    except NonFiniteLossError as e:
+        trial.set_user_attr("diverged", str(e)[:300])
+        return None, reporter
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # tuning never tests: no use for them
+    for k in ("best_epoch", "epochs", "train_seconds"):
+        trial.set_user_attr(k, metrics.get(k))
+    value = float(metrics.get("val/rmse", float("nan")))
+    trial.set_user_attr("val_rmse", value if math.isfinite(value) else None)
+    if not math.isfinite(value):
+        trial.set_user_attr("diverged", "no finite validation RMSE")
+        return None, reporter
+    return metrics, reporter
+
+
+def run_search_trial(ctx: Context, study: optuna.Study, trial: optuna.Trial) -> None:
+    labels = ctx.space.sample(trial)
+    params = ctx.space.overrides(labels)
+    trial.set_user_attr("choices", labels)
+    trial.set_user_attr("overrides", params)
+    twin = next(
+        (
+            t
+            for t in study.get_trials(deepcopy=False, states=FINISHED)
+            if t.user_attrs.get("overrides") == params
+        ),
+        None,
+    )
+    if twin is not None:  # TPE proposed a finished configuration again: same outcome, no training
+        _copy_outcome(study, trial, twin)
+        return
+    metrics, reporter = _fit(
+        ctx, trial, params, int(ctx.cfg.seed), ctx.storage_dir / "runs" / str(trial.number), True
+    )
+    if metrics is None or reporter.pruned_at is not None:
+        if reporter.pruned_at is not None:
+            trial.set_user_attr("pruned_at", reporter.pruned_at)
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, float(metrics["val/rmse"]))
+    log.info("%s trial %d finished", ctx.name, trial.number)
+
+
+def _copy_outcome(study: optuna.Study, trial: optuna.Trial, twin: FrozenTrial) -> None:
+    trial.set_user_attr("duplicate_of", twin.number)
+    for k in (
+        "val_rmse",
+        "best_epoch",
+        "epochs",
+        "train_seconds",
+        "pruned_at",
+        "diverged",
+        "config_hash",
+    ):
+        if k in twin.user_attrs:
+            trial.set_user_attr(k, twin.user_attrs[k])
+    for step, v in sorted(twin.intermediate_values.items()):
+        trial.report(v, step)
+    if twin.state == TrialState.COMPLETE:
+        study.tell(trial, twin.value)
+    else:
+        study.tell(trial, state=TrialState.PRUNED)
+    log.info(
+        "%s trial %d repeats trial %d: outcome copied", study.study_name, trial.number, twin.number
+    )
+
+
+def search(ctx: Context, search_study: optuna.Study) -> None:
+    """Start trials until ``budget`` have finished (running ones count while deciding)."""
+    budget = int(ctx.cfg.budget)
+    said = None
+    attempt = _Failures("search trial")
+    while True:
+        with locked(ctx):
+            reap(ctx, search_study)
+            trials = search_study.get_trials(deepcopy=False)
+            done = sum(t.state in FINISHED for t in trials)
+            running = sum(t.state == TrialState.RUNNING for t in trials)
+            if done >= budget:
+                return
+            trial = _start(search_study) if done + running < budget else None
+        if trial is None:
+            if said != (done, running):
+                log.info("%s: %d finished, %d running elsewhere; waiting", ctx.name, done, running)
+                said = (done, running)
+            time.sleep(float(ctx.cfg.poll_s))
+            continue
+        attempt(trial, run_search_trial, ctx, search_study, trial)
+
+
+def rerun(ctx: Context, search_study: optuna.Study, reruns: optuna.Study) -> None:
+    """The selection's jobs (top configurations on more seeds, then the chosen one without its
+    extras), queued once each and run by whichever worker takes them."""
+    attempt = _Failures("re-run")
+    while True:
+        with locked(ctx):
+            reap(ctx, search_study)
+            reap(ctx, reruns)
+            plan = select.outcome(
+                ctx.space,
+                search_study.get_trials(deepcopy=False),
+                reruns.get_trials(deepcopy=False),
+                int(ctx.cfg.selection.top_k),
+                ctx.seeds,
+            )
+            for job in plan.missing:
+                reruns.enqueue_trial({}, user_attrs=job)
+            states = [t.state for t in reruns.get_trials(deepcopy=False)]
+            trial = _start(reruns) if TrialState.WAITING in states else None
+        if trial is not None:
+            attempt(trial, run_rerun, ctx, trial)
+        elif plan.complete:
+            return
+        else:
+            time.sleep(float(ctx.cfg.poll_s))
+
+
+def run_rerun(ctx: Context, trial: optuna.Trial) -> None:
+    job = trial.user_attrs
+    out = ctx.storage_dir / "reruns" / str(job["job"])
+    metrics, _ = _fit(ctx, trial, list(job["overrides"]), int(job["seed"]), out, prune=False)
+    value = float(metrics["val/rmse"]) if metrics is not None else math.inf  # diverged: worst
+    trial.study.tell(trial, value)
+    log.info("%s rerun %s: val RMSE %.5f", ctx.name, job["job"], value)
