@@ -2,8 +2,10 @@
 # python, tuned configs, resume, failures, archiving into results/.
 #
 # Env: DATASETS (default ml-100k), SEEDS (0,1,2), TRAINER (default | gpu), LAUNCHER (e.g. slurm,
-# submitit_local: hydra/launcher=$LAUNCHER, sweeps then run in parallel), FRESH=1 (start over:
-# overwrite=true), PY (.venv/bin/python).
+# submitit_local: hydra/launcher=$LAUNCHER), FRESH=1 (start over: overwrite=true), JOBS (sweeps
+# run side by side on this machine; default: the number of cores), THREADS (torch threads per run,
+# default 1: results are identical for identical seeds and thread counts, so 1 makes them the same
+# on any machine), PY (.venv/bin/python).
 #
 # Runs go to a stable folder per experiment, logs/<experiment>/<data>/<name>/<job>, so running the
 # same target again skips complete jobs, resumes killed ones from their last.ckpt and runs the
@@ -17,6 +19,9 @@ DATASETS=${DATASETS:-ml-100k}
 TRAINER=${TRAINER:-default}
 LAUNCHER=${LAUNCHER:-}
 FRESH=${FRESH:-0}
+JOBS=${JOBS:-$(nproc)}
+export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
+export PYTHONHASHSEED=0  # scikit-posthocs draws CD-diagram bars in set order: same bytes every run
 : "${EXPERIMENT:?set EXPERIMENT before sourcing common.sh}"
 RUNS=${RUNS:-logs/$EXPERIMENT}
 STARTED=$($PY -c 'from xfvae.sweep import now; print(now())')
@@ -42,20 +47,25 @@ train_sweep() {
   local name=$1 subdir=$2; shift 2
   local args=(-m trainer="$TRAINER" seed="$SEEDS" "$@"
     hydra.sweep.dir="$RUNS/$name" hydra.sweep.subdir="$subdir")
+  mkdir -p "$(dirname "$RUNS/$name")"
   [ -n "$LAUNCHER" ] && args+=(hydra/launcher="$LAUNCHER")
   [ "$FRESH" = 1 ] && args+=(overwrite=true)
-  if [ -n "$LAUNCHER" ]; then  # a launcher waits for its own jobs: run the sweeps side by side
-    $PY -m xfvae.train "${args[@]}" &
-    PIDS+=($!); NAMES+=("$name")
-  else
-    $PY -m xfvae.train "${args[@]}" || FAILED_SWEEPS+=("$name")
-  fi
+  # Sweeps run side by side: up to JOBS at once here, all at once with a launcher (which waits
+  # for its own jobs on the cluster).
+  local limit=$JOBS
+  [ -n "$LAUNCHER" ] && limit=1000000
+  while [ "$(jobs -rp | wc -l)" -ge "$limit" ]; do wait -n; done
+  $PY -m xfvae.train "${args[@]}" > "$RUNS/$name.out" 2>&1 &
+  PIDS+=($!); NAMES+=("$name")
+  echo "started $name (log $RUNS/$name.out)"
 }
 
-# wait_sweeps: wait for the sweeps started in the background (LAUNCHER set)
+# wait_sweeps: wait for the sweeps started in the background
 wait_sweeps() {
   local i
-  for i in "${!PIDS[@]}"; do wait "${PIDS[$i]}" || FAILED_SWEEPS+=("${NAMES[$i]}"); done
+  for i in "${!PIDS[@]}"; do
+    if wait "${PIDS[$i]}"; then echo "done ${NAMES[$i]}"; else FAILED_SWEEPS+=("${NAMES[$i]}"); fi
+  done
   PIDS=(); NAMES=()
 }
 

@@ -6,7 +6,7 @@ EXPERIMENT=defaults
 DATASETS=${DATASETS:-synthetic-dense synthetic-sparse}
 SEEDS=${SEEDS:-0}
 source "$(dirname "$0")/common.sh"
-MODELS=${MODELS:-mf ncf cnncf urec irec vaecf daecf bpmf xfvae}
+MODELS=${MODELS:-xfvae cnncf bpmf irec mf ncf urec vaecf daecf}  # longest first: sweeps run side by side
 OUT=${OUT:-results/defaults}
 for d in $DATASETS; do
   for m in $MODELS; do

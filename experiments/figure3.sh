@@ -3,7 +3,7 @@
 # Env: MODELS, FRACS, DATASETS, SEEDS, TRAINER, LAUNCHER, FRESH (common.sh).
 EXPERIMENT=figure3
 source "$(dirname "$0")/common.sh"
-MODELS=${MODELS:-mf ncf cnncf urec irec vaecf daecf bpmf xfvae}
+MODELS=${MODELS:-xfvae cnncf bpmf irec mf ncf urec vaecf daecf}  # longest first: sweeps run side by side
 FRACS=${FRACS:-0.01,0.02,0.03,0.05,0.10}
 OUT=${OUT:-results/figure3/$(echo "$DATASETS" | tr ' ' '+')}
 for d in $DATASETS; do

@@ -50,7 +50,7 @@ def regenerate(root: Path) -> int:
         commands = COMMANDS.get(name)
         csvs = results_csvs(root, name)
         if commands is None:
-            print(f"warning: no report commands for experiment {name!r}; add them to COMMANDS")
+            print(f"{name}: no tables or figures defined (COMMANDS in experiments/figures.py)")
             continue
         if not csvs:
             print(f"{name}: no results under {root}/{name}/ (its make target writes them)")

@@ -3,7 +3,7 @@
 # Env: MODELS, DATASETS (default ml-100k), SEEDS (0,1,2), TRAINER, LAUNCHER, FRESH (common.sh).
 EXPERIMENT=table3
 source "$(dirname "$0")/common.sh"
-MODELS=${MODELS:-mf ncf cnncf urec irec vaecf daecf bpmf xfvae}
+MODELS=${MODELS:-xfvae cnncf bpmf irec mf ncf urec vaecf daecf}  # longest first: sweeps run side by side
 OUT=${OUT:-results/table3/$(echo "$DATASETS" | tr ' ' '+')}
 for d in $DATASETS; do
   for m in $MODELS; do

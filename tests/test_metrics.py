@@ -219,7 +219,7 @@ def test_full_protocol_matches_brute_force(data):
     arr = lambda rows, j: np.array([r[j] for r in rows], dtype=np.int64)  # noqa: E731
     got = full_ranking_metrics(
         score_fn, n_items, arr(train, 0), arr(train, 1), arr(test, 0), arr(test, 1),
-        np.array([r[2] for r in test], dtype=float), ks=ks, user_chunk=chunk,
+        np.array([r[2] for r in test], dtype=float), ks=ks, user_chunk=chunk, min_test_ratings=1,
     )  # fmt: skip
     want = brute_full(scores, train, test, ks, 3.0)
     if want["n_users_ranked"] == 0:
@@ -270,7 +270,7 @@ def test_evaluate_full_protocol_routes_test_pairs():
     m = evaluate(
         np.array([0, 0]), np.array([3, 1]), np.array([5.0, 4.0]), np.array([5.0, 4.0]), 1, 5,
         protocol="full", ks=(2,), score_fn=lambda u: scores[u], n_items=4,
-        train_users=np.array([0]), train_items=np.array([0]),
+        train=(np.array([0]), np.array([0])),
     )  # fmt: skip
     assert m["protocol"] == "full" and m["rmse"] == 0.0
     assert m["ndcg@2"] == pytest.approx(0.38685280723454163)
@@ -298,10 +298,15 @@ def test_bad_inputs_say_what_is_wrong():
         paper_ranking_metrics(np.array([0, 0]), np.array([0, 1]), [5.0, 4.0], [np.nan, 4.0])
     with pytest.raises(ValueError, match="shape"):
         full_ranking_metrics(lambda u: torch.zeros(1, 3), 4, np.array([0]), np.array([0]),
-                             np.array([0]), np.array([1]), np.array([5.0]))  # fmt: skip
+                             np.array([0]), np.array([1]), np.array([5.0]),
+                             min_test_ratings=1)  # fmt: skip
     with pytest.raises(ValueError, match="n_items=4"):
         full_ranking_metrics(lambda u: torch.zeros(1, 4), 4, np.array([0]), np.array([0]),
                              np.array([0]), np.array([4]), np.array([5.0]))  # fmt: skip
+    with pytest.raises(ValueError, match="NaN scores"):
+        full_ranking_metrics(lambda u: torch.full((1, 4), np.nan), 4, np.array([0]),
+                             np.array([0]), np.array([0]), np.array([1]), np.array([5.0]),
+                             min_test_ratings=1)  # fmt: skip
 
 
 # --- metrics_from_predictions -----------------------------------------------------------------------
@@ -358,5 +363,5 @@ def test_three_million_pairs_take_about_a_second():
     preds = np.clip(ratings + rng.normal(0, 1, n), 1, 5).astype(np.float32).astype(float)
     start = time.perf_counter()
     m = paper_ranking_metrics(users, items, ratings, preds)
-    assert time.perf_counter() - start < 2.0  # ~0.5 s on an idle core; slack for shared machines
+    assert time.perf_counter() - start < 4.0  # ~0.5 s on an idle core, ~2 s at load 6 on 2 cores
     assert m["n_users_ranked"] > 130_000

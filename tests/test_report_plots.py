@@ -57,6 +57,20 @@ def test_cd_diagram_of_demsar_example_at_alpha_010():
     assert groups == [["C4.5", "C4.5+cf"], ["C4.5+cf", "C4.5+m", "C4.5+m+cf"]]
 
 
+def test_cd_axis_spans_every_rank_from_1_to_k():
+    # Demsar's average ranks lie between 1.96 and 3.14; the axis still shows ranks 1 to 4, with the
+    # model names outside it.
+    auc = pd.read_csv(FIXTURES / "demsar2006_table6.csv", index_col="data")
+    c = compare_scores(auc, "auc", alpha=0.10)
+    ax = plots.cd_diagram(c).axes[0]
+    assert ax.get_xlim() == (1.0, 4.0)
+    assert list(ax.get_xticks()) == [1, 2, 3, 4]
+    names = [t for t in ax.texts if "C4.5" in t.get_text()]
+    assert len(names) == 4 and all(
+        t.get_position()[0] < 1 or t.get_position()[0] > 4 for t in names
+    )
+
+
 def test_save_figure_writes_png_and_pdf(tmp_path):
     auc = pd.read_csv(FIXTURES / "demsar2006_table6.csv", index_col="data")
     paths = plots.save_figure(plots.cd_diagram(compare_scores(auc, "auc")), tmp_path / "sub" / "cd")

@@ -249,12 +249,14 @@ def test_blocks_auto_and_explicit():
     assert c.blocks == ("data",) and "blocks = data (N = 3)" in c.summary()
 
 
-def test_incomplete_blocks_are_dropped_with_a_warning():
+def test_incomplete_blocks_are_an_error_or_dropped_on_request():
     rng = np.random.default_rng(4)
     df = _tidy(rng, seeds=(0, 1, 2, 3))
     df = df[~((df["seed"] == 2) & (df["model"] == "m2"))]
-    with pytest.warns(ReportWarning, match="dropped 1 block"):
-        table = block_scores(df, "rmse", ("data", "seed"))
+    with pytest.raises(ValueError, match=r"block 'd1 \| seed=2': model 'm2' has no runs"):
+        block_scores(df, "rmse", ("data", "seed"))
+    with pytest.warns(ReportWarning, match="dropped 1 incomplete block"):
+        table = block_scores(df, "rmse", ("data", "seed"), drop_incomplete=True)
     assert len(table) == 3 and "d1 | seed=2" not in table.index
 
 

@@ -16,6 +16,7 @@ from xfvae.report import paper_numbers, tables
 from xfvae.report.collect import load_results, select
 
 FIXTURES = Path(__file__).parent / "fixtures" / "report"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +205,163 @@ def test_table_counts_differing_seeds_in_the_note():
     t = tables.table3(df, metrics=["rmse"], paper=False)
     assert "1-2 seed(s)" in t.notes[0]
     assert _cells(t)[("RMSE", "a", "d")].text == f"1.100 ± {np.std([1.0, 1.2], ddof=1):.3f}"
+
+
+# --- saturation guard -------------------------------------------------------------------------
+
+
+def _runs(values: dict[str, list[float]], metric: str = "test/recall@50") -> pd.DataFrame:
+    """One row per (model, seed) with ``metric`` = the listed per-seed values."""
+    rows = [
+        {"model": m, "data": "ml-100k", "seed": s, metric: v}
+        for m, vs in values.items()
+        for s, v in enumerate(vs)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_no_best_is_bolded_when_models_differ_less_than_seeds():
+    # Model means 0.900, 0.902, 0.904 (spread 0.004); seed sd 0.01 each: saturated.
+    df = _runs(
+        {"mf": [0.89, 0.90, 0.91], "irec": [0.892, 0.902, 0.912], "ncf": [0.894, 0.904, 0.914]}
+    )
+    t = tables.table3(df, metrics=["recall@50"], paper=False)
+    assert not any(c.bold for c in _cells(t).values())
+    assert t.saturated == [("Recall@50", "ML-100K")]
+    assert (
+        "Recall@50 on ML-100K is saturated: the models span 0.0040, less than the seed-to-seed "
+        "sd 0.0100" in " ".join(t.notes)
+    )
+    assert "saturated" in tables.to_markdown(t)
+
+
+def test_spread_below_the_printed_precision_is_saturated_even_without_seed_noise():
+    # One seed (no sd): models within 0.0008 < 0.001 at three digits.
+    df = _runs({"mf": [0.9966], "irec": [0.9974]})
+    t = tables.table3(df, metrics=["recall@50"], paper=False)
+    assert t.saturated and not any(c.bold for c in _cells(t).values())
+    assert "less than the printed precision 0.001" in " ".join(t.notes)
+    assert tables.saturation([0.9966, 0.9974], [np.nan, np.nan], digits=4) is None
+
+
+def test_a_spread_above_the_noise_keeps_the_bold_best():
+    df = _runs({"mf": [0.90, 0.901, 0.902], "irec": [0.95, 0.951, 0.952]})
+    t = tables.table3(df, metrics=["recall@50"], paper=False)
+    assert t.saturated == [] and _cells(t)[("Recall@50", "I-Rec", "ML-100K")].bold
+    assert not _cells(t)[("Recall@50", "Biased MF", "ML-100K")].bold
+    # spread 0.05 vs rms sd 0.001: exactly the brute-force rule
+    assert tables.saturation([0.901, 0.951], [0.001, 0.001]) is None
+    assert tables.saturation([0.901, 0.9015], [0.001, 0.001]) is not None
+
+
+def test_committed_table3_marks_recall50_saturated_but_not_recall20():
+    df = select(load_results(RESULTS / "table3" / "ml-100k" / "results.csv"), "table3")
+    t = tables.table3(df)
+    assert ("Recall@50", "ML-100K") in t.saturated
+    assert ("Recall@20", "ML-100K") not in t.saturated and ("RMSE", "ML-100K") not in t.saturated
+
+
+# --- ranking protocols ---------------------------------------------------------------------------
+
+
+def _protocol_runs() -> pd.DataFrame:
+    """Two models x two seeds: protocol a has the paper's pattern (@50 below @20), b does not."""
+    rows = []
+    for model, base in (("irec", 0.70), ("vaecf", 0.80)):
+        for seed in (0, 1):
+            e = seed / 100
+            rows.append(
+                {
+                    "model": model, "data": "ml-100k", "seed": seed, "test/rmse": 0.9 + base / 10,
+                    "test/a/recall@20": base + e, "test/a/recall@50": base - 0.01 + e,
+                    "test/a/ndcg@20": base + 0.02 + e, "test/a/ndcg@50": base + 0.01 + e,
+                    "test/b/recall@20": base + e, "test/b/recall@50": base + 0.1 + e,
+                    "test/b/ndcg@20": base + e, "test/b/ndcg@50": base + 0.1 + e,
+                }
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_protocol_table_cells_bold_and_pattern():
+    df = _protocol_runs()
+    t = tables.protocol_table(df, ["a", "b"])
+    assert [g[0] for g in t.groups] == ["a", "b"]
+    assert t.header == [
+        "Model",
+        "RMSE",
+        "Recall@20",
+        "Recall@50",
+        "NDCG@20",
+        "NDCG@50",
+        "@50 < @20",
+    ]
+    a = {row[0].text: row for row in t.groups[0][1]}
+    vals = df[df["model"] == "vaecf"]["test/a/recall@50"]
+    assert a["VAE-CF"][3].text == f"{vals.mean():.3f} ± {vals.std(ddof=1):.3f}"
+    assert a["VAE-CF"][3].bold and not a["I-Rec"][3].bold  # higher recall is better
+    assert a["I-Rec"][1].bold  # lower RMSE is better
+    assert a["I-Rec"][-1].text == "R yes, N yes"
+    assert {row[0].text: row for row in t.groups[1][1]}["I-Rec"][-1].text == "R no, N no"
+    assert tables.protocol_table(df).groups[0][0] == "a"  # every protocol in the columns
+    with pytest.raises(KeyError, match="protocol 'c'"):
+        tables.protocol_table(df, ["c"])
+    with pytest.raises(ValueError, match="report_protocols"):
+        tables.protocol_table(df[["model", "data", "seed", "test/rmse"]])
+
+
+def test_pattern_table_counts_ranks_and_rank_correlation():
+    df = _protocol_runs()
+    t = tables.pattern_table(df, ["a", "b"], paper=False)
+    a, b = (g[1][0] for g in t.groups)
+    assert [c.text for c in a] == ["ML-100K", "2/2", "2/2", "1/2, 2/2", "1/2, –", "–"]
+    assert [c.text for c in b][1:3] == ["0/2", "0/2"]
+    # Three models: RMSE order mf < irec < vaecf, NDCG@20 order vaecf > mf > irec.
+    means = pd.DataFrame(
+        {"rmse": [0.90, 0.91, 0.95], "recall@20": [0.5, 0.4, 0.6], "recall@50": [0.6, 0.3, 0.5],
+         "ndcg@20": [0.5, 0.4, 0.6], "ndcg@50": [0.4, 0.5, 0.5]},
+        index=["mf", "irec", "vaecf"],
+    )  # fmt: skip
+    cells = [c.text for c in tables._pattern_cells(means)]
+    # ranks by RMSE (1, 2, 3) vs by NDCG@20 (2, 3, 1): Spearman 1 - 6 * (1 + 1 + 4) / (3 * 8) = -0.5
+    assert cells == [
+        "2/3",
+        "2/3",
+        "2/3, 3/3",
+        "1/3, –",
+        "-0.50",
+    ]  # @50 below @20: irec, vaecf; mf, vaecf
+
+
+def test_pattern_table_reads_the_papers_pattern_off_table3():
+    rows = dict(tables.pattern_table(_protocol_runs(), ["a"]).groups)["Jin et al. (published)"]
+    ml1m = [c.text for c in rows[0]]
+    assert ml1m[:4] == ["ML-1M", "7/7", "7/7", "2/7, 7/7"]  # I-Rec: second on RMSE, last on NDCG
+
+
+def test_table3_names_the_ranking_protocol_and_refuses_a_mix():
+    df = _runs({"mf": [0.90], "irec": [0.95]}).assign(**{"test/protocol": "paper_heldout"})
+    t = tables.table3(df, metrics=["recall@50"], paper=False)
+    assert "Ranking metrics under the 'paper_heldout' protocol" in " ".join(t.notes)
+    mixed = df.assign(**{"test/protocol": ["paper", "paper_heldout"]})
+    with pytest.raises(ValueError, match=r"different protocols \['paper', 'paper_heldout'\]"):
+        tables.table3(mixed, metrics=["recall@50"], paper=False)
+    assert tables.table3(mixed.assign(**{"test/rmse": 0.9}), metrics=["rmse"], paper=False)
+
+
+def test_protocols_command_on_the_committed_runs(tmp_path):
+    from xfvae.report.__main__ import main
+
+    csv = RESULTS / "protocols" / "ml-100k" / "results.csv"
+    assert main(["protocols", str(csv), "--experiment", "protocols", "--out", str(tmp_path)]) == 0
+    patterns = (tmp_path / "patterns.md").read_text()
+    assert "| paper | ML-100K | 0/9 | 0/9 |" in patterns  # the pattern fails under `paper`
+    assert "| paper_heldout | ML-100K | 9/9 | 9/9 |" in patterns  # and holds for every model here
+    rows = pd.read_csv(tmp_path / "protocol_paper_heldout.csv")
+    runs = load_results(csv)
+    assert len(rows) == len(runs) and set(rows["git_commit"]) == set(runs["git_commit"])
+    assert rows.set_index(["model", "seed"])["recall@20"].to_dict() == (
+        runs.set_index(["model", "seed"])["test/paper_heldout/recall@20"].to_dict()
+    )
+    check_latex((tmp_path / "protocols.tex").read_text())
+    # Committed tables are what the command writes today (make figures rewrites them identically).
+    assert patterns == (csv.parent / "patterns.md").read_text()

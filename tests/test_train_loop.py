@@ -91,8 +91,8 @@ def test_metrics_recomputed_from_predictions_file(mf_run):
     assert m["test/rmse"] == pytest.approx(rmse, abs=1e-6)
     for k in (20, 50):
         recall, ndcg = brute_force_metrics(pred, k)
-        assert m[f"test/recall@{k}"] == pytest.approx(recall, abs=1e-6)
-        assert m[f"test/ndcg@{k}"] == pytest.approx(ndcg, abs=1e-6)
+        assert m[f"test/paper/recall@{k}"] == pytest.approx(recall, abs=1e-6)
+        assert m[f"test/paper/ndcg@{k}"] == pytest.approx(ndcg, abs=1e-6)
 
 
 def test_mf_learns_low_rank_structure(mf_run):

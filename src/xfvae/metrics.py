@@ -1,22 +1,41 @@
-"""Test metrics of the paper (section 4.2): RMSE, Recall@N and NDCG@N (Liang et al. 2018 formulas).
+"""Test metrics of the paper (section 4.2): RMSE, Recall@N and NDCG@N (Liang et al. 2018 formulas)
+under named ranking protocols.
 
-Two ranking protocols:
+Section 4.2 binarises the ratings (relevant: rating > 3), averages over "users who rated at least
+two items" and cites Liang et al.'s formulas, but its test set is "held out regardless of users",
+so it leaves open what is ranked, what is relevant and what the formulas are normalised by. Each
+plausible reading is a :class:`Protocol` in :data:`PROTOCOLS`, selected by
+``evaluation.protocol=<name>``:
 
-* ``paper``: the test split is held out irrespective of users, so each user's ranking list is that
-  user's own test items ranked by predicted rating; users with at least two test ratings count.
-* ``full``: the usual top-N protocol, ranking every item the user did not rate in training.
+* ``paper``: rank the user's own test items by prediction; Recall@N divides by min(N, #relevant).
+* ``paper_heldout``: as ``paper``, but Recall@N and the ideal DCG use min(N, #test items of the
+  user), every held-out rating counting, relevant or not (users without a relevant item score 0).
+* ``liang_nnz``: as ``paper``, but the ideal DCG uses min(N, #test items): Liang et al.'s code on a
+  sparse binarised test matrix that stores its zeros (``getnnz`` counts them; Recall uses ``> 0``).
+* ``binary``: as ``paper``, but the predictions are binarised at the threshold before ranking, so
+  the tie order (ascending item code) decides within the two groups.
+* ``binary_heldout``: ``binary`` with the normalisation of ``paper_heldout``.
+* ``liang_binary``: Liang et al.'s code on dense binarised matrices: every item not rated in
+  training is ranked, scored 1 where the user's test prediction is above the threshold and 0
+  everywhere else (other test items and all unrated items), ties in item-code order.
+* ``full``: the usual top-N protocol: rank every item not rated in training by the model's score.
+* ``rated``: rank every item the user rated in any split (train, validation, test) by the model's
+  score; relevant: test items rated above the threshold.
+* ``rated_all``: as ``rated``, but relevant: items rated above the threshold in any split.
 
-In both, an item is relevant when its true rating is above ``threshold`` (3: "interested"),
-ties in the scores are broken by ascending item code, Recall@N divides by ``min(N, #relevant)``
-and NDCG@N is normalised by the ideal DCG truncated at ``min(N, #relevant)``. Only users with at
-least one relevant test item are averaged (the metrics are undefined for the others).
-Everything is vectorised: one sort of all pairs, then per-user sums with ``np.add.reduceat``.
+Common to all: the gain is binary; ties in the ranked scores are broken by ascending item code (the
+order a stable sort leaves them in); Recall@N = hits in the top N / min(N, n) and NDCG@N = DCG@N /
+the DCG of min(N, n) relevant items at the top, n being the protocol's normaliser (#relevant or
+#test items). Users with fewer than ``min_test_ratings`` test ratings are not averaged, nor users
+whose normaliser is 0. Everything is vectorised: one sort of all test pairs (protocols ranking test
+items) or one sort per chunk of users over all items (the others, which call the model's scoring).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +45,45 @@ import torch
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ("user", "item", "rating", "prediction")
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One reading of section 4.2 (see the module docstring for the named ones).
+
+    ``ranked``: "test" (the user's test items), "unrated" (every item not rated in training) or
+    "rated" (every item the user rated in any split). ``relevant``: "test" (test items rated above
+    the threshold) or "rated" (items rated above it in any split). ``scores``: "model" (the model's
+    scoring of every ranked item; the test predictions when only test items are ranked) or
+    "test_predictions" (the test predictions, 0 for every other item). ``binarise``: rank
+    1[score > threshold] instead of the score. ``recall_norm`` / ``ndcg_norm``: "relevant" for
+    min(N, #relevant), "heldout" for min(N, #test items of the user).
+    """
+
+    ranked: str
+    relevant: str = "test"
+    scores: str = "model"
+    binarise: bool = False
+    recall_norm: str = "relevant"
+    ndcg_norm: str = "relevant"
+
+    @property
+    def needs_model_scores(self) -> bool:
+        return self.ranked != "test" and self.scores == "model"
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "paper": Protocol("test"),
+    "paper_heldout": Protocol("test", recall_norm="heldout", ndcg_norm="heldout"),
+    "liang_nnz": Protocol("test", ndcg_norm="heldout"),
+    "binary": Protocol("test", binarise=True),
+    "binary_heldout": Protocol("test", binarise=True, recall_norm="heldout", ndcg_norm="heldout"),
+    "liang_binary": Protocol("unrated", scores="test_predictions", binarise=True),
+    "full": Protocol("unrated"),
+    "rated": Protocol("rated"),
+    "rated_all": Protocol("rated", relevant="rated"),
+}
 
 
 def clip(preds: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -42,6 +100,92 @@ def rmse(ratings: np.ndarray, preds: np.ndarray) -> float:
     return float(np.sqrt(np.mean((preds - ratings) ** 2)))
 
 
+def get_protocol(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise ValueError(
+            f"unknown protocol {name!r}; use one of {', '.join(PROTOCOLS)} "
+            "(e.g. evaluation.protocol=paper; xfvae.metrics explains each)"
+        )
+    return PROTOCOLS[name]
+
+
+def ranking_metrics(
+    protocol: str,
+    users: np.ndarray,
+    items: np.ndarray,
+    ratings: np.ndarray,
+    preds: np.ndarray,
+    ks: Sequence[int] = (20, 50),
+    threshold: float = 3.0,
+    min_test_ratings: int = 2,
+    *,
+    score_fn: ScoreFn | None = None,
+    n_items: int | None = None,
+    train: tuple[np.ndarray, ...] | None = None,
+    val: tuple[np.ndarray, ...] | None = None,
+    user_chunk: int = 1024,
+) -> dict[str, Any]:
+    """Recall@N / NDCG@N of the test pairs (``users``, ``items``, ``ratings``, ``preds``) under
+    ``protocol`` (a name in :data:`PROTOCOLS`).
+
+    Protocols ranking more than the test items need ``n_items`` and the training pairs ``train``
+    (users, items[, ratings]); ``rated`` / ``rated_all`` also the validation pairs ``val``; those
+    scoring with the model need ``score_fn(user_codes[B]) -> scores[B, n_items]``, called on
+    chunks of ``user_chunk`` users (memory O(user_chunk * n_items)).
+    """
+    p = get_protocol(protocol)
+    ks = _check_ks(ks)
+    ratings, preds = _as_float_arrays(ratings=ratings, preds=preds)
+    users, items = _as_int_arrays(users=users, items=items)
+    _check_same_length(users=users, items=items, ratings=ratings, preds=preds)
+    _check_no_nan(preds, "preds")
+    if min_test_ratings < 1:
+        raise ValueError(f"min_test_ratings must be >= 1, got {min_test_ratings}")
+    if users.size == 0:
+        return _empty_result(ks, f"{protocol} protocol: no test pairs given")
+    splits = _known_splits(protocol, p, train, val, n_items, users, items)
+    dense = p.ranked != "test"
+    if dense and user_chunk < 1:
+        raise ValueError(f"{protocol} protocol: user_chunk must be >= 1, got {user_chunk}")
+    if p.needs_model_scores and score_fn is None:
+        raise ValueError(f"{protocol} protocol ranks items beyond the test pairs: pass score_fn")
+
+    n_codes = int(max([users.max()] + [s[0].max() for s in splits.values() if s[0].size])) + 1
+    n_test = np.bincount(users, minlength=n_codes)
+    if dense:  # distinct relevant (user, item) pairs: an item is ranked once per user
+        rel_keys = _relevant_keys(p, users, items, ratings, splits, threshold, n_items)
+        n_rel = np.bincount(rel_keys // n_items, minlength=n_codes)
+    else:  # every relevant test pair is an entry of the user's list
+        n_rel = np.bincount(users[ratings > threshold], minlength=n_codes)
+    norm = {"relevant": n_rel, "heldout": n_test}
+    n_recall, n_ndcg = norm[p.recall_norm], norm[p.ndcg_norm]
+    ranked = np.flatnonzero((n_test >= min_test_ratings) & (n_recall > 0) & (n_ndcg > 0))
+    if ranked.size == 0:
+        return _empty_result(
+            ks,
+            f"{protocol} protocol: no user has >= {min_test_ratings} test ratings and a "
+            f"non-zero normaliser (a rating > {threshold} where it counts relevant items)",
+        )
+    if dense:
+        hits, dcg = _dense_stats(
+            p, ranked, users, items, preds, splits, rel_keys, n_items, score_fn, threshold, ks,
+            user_chunk,
+        )  # fmt: skip
+    else:
+        keep = np.isin(users, ranked)
+        scores = preds[keep] > threshold if p.binarise else preds[keep]
+        hits, dcg = _list_stats(users[keep], items[keep], scores, ratings[keep] > threshold, ks)
+    disc = _discounts(max(ks))
+    out: dict[str, Any] = {}
+    for k in ks:
+        rec_den, ndcg_den = np.minimum(k, n_recall[ranked]), np.minimum(k, n_ndcg[ranked])
+        idcg = np.cumsum(disc)[ndcg_den - 1]  # ideal: relevant items first, cut at the normaliser
+        out[f"recall@{k}"] = float(np.mean(hits[k] / rec_den))
+        out[f"ndcg@{k}"] = float(np.mean(dcg[k] / idcg))
+    out["n_users_ranked"] = int(ranked.size)
+    return out
+
+
 def paper_ranking_metrics(
     users: np.ndarray,
     items: np.ndarray,
@@ -51,44 +195,12 @@ def paper_ranking_metrics(
     threshold: float = 3.0,
     min_test_ratings: int = 2,
 ) -> dict[str, Any]:
-    """Recall@N / NDCG@N ranking each user's own test items by prediction (paper protocol)."""
-    ks = _check_ks(ks)
-    ratings, preds = _as_float_arrays(ratings=ratings, preds=preds)
-    users, items = _as_int_arrays(users=users, items=items)
-    _check_same_length(users=users, items=items, ratings=ratings, preds=preds)
-    _check_no_nan(preds, "preds")
-    n = users.size
-    if n == 0:
-        return _empty_result(ks, "paper protocol: no test pairs given")
-
-    order = _user_list_order(users, items, preds)
-    u = users[order]
-    rel = ratings[order] > threshold
-    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
-    counts = np.diff(np.r_[starts, n])
-    pos = np.arange(n) - np.repeat(starts, counts)  # 0-based position within the user's list
-    n_rel = np.add.reduceat(rel.astype(np.int64), starts)
-    keep = (counts >= min_test_ratings) & (n_rel > 0)
-    if not keep.any():
-        return _empty_result(
-            ks,
-            f"paper protocol: no user has >= {min_test_ratings} test ratings and a rating "
-            f"> {threshold}",
-        )
-    disc = _discounts(max(int(counts.max()), max(ks)))
-    rel_disc = np.where(rel, disc[pos], 0.0)
-    out: dict[str, Any] = {}
-    for k in ks:
-        in_top = pos < k  # also the whole list when the user has fewer than k test items
-        hits = np.add.reduceat((rel & in_top).astype(np.int64), starts)[keep]
-        dcg = np.add.reduceat(np.where(in_top, rel_disc, 0.0), starts)[keep]
-        out.update(_recall_ndcg(k, hits, dcg, n_rel[keep], disc))
-    out["n_users_ranked"] = int(keep.sum())
-    return out
+    """Recall@N / NDCG@N ranking each user's own test items by prediction (``paper`` protocol)."""
+    return ranking_metrics("paper", users, items, ratings, preds, ks, threshold, min_test_ratings)
 
 
 def full_ranking_metrics(
-    score_fn: Callable[[torch.Tensor], torch.Tensor],
+    score_fn: ScoreFn,
     n_items: int,
     train_users: np.ndarray,
     train_items: np.ndarray,
@@ -98,76 +210,19 @@ def full_ranking_metrics(
     ks: Sequence[int] = (20, 50),
     threshold: float = 3.0,
     user_chunk: int = 1024,
+    min_test_ratings: int = 2,
 ) -> dict[str, Any]:
-    """Recall@N / NDCG@N ranking every item a user did not rate in training (usual top-N protocol).
+    """Recall@N / NDCG@N ranking every item a user did not rate in training (``full`` protocol).
 
-    ``score_fn(user_codes[B]) -> scores[B, n_items]`` is called on chunks of ``user_chunk`` users,
-    so memory stays O(user_chunk * n_items). A relevant test item that also occurs in the user's
-    training items still counts in ``#relevant`` but can never be hit (a disjoint split has none).
+    A relevant test item that also occurs in the user's training items still counts in
+    ``#relevant`` but can never be hit (a disjoint split has none).
     """
-    ks = _check_ks(ks)
-    if user_chunk < 1:
-        raise ValueError(f"full_ranking_metrics: user_chunk must be >= 1, got {user_chunk}")
-    train_users, train_items, test_users, test_items = _as_int_arrays(
-        train_users=train_users,
-        train_items=train_items,
-        test_users=test_users,
-        test_items=test_items,
-    )
-    (test_ratings,) = _as_float_arrays(test_ratings=test_ratings)
-    _check_same_length(train_users=train_users, train_items=train_items)
-    _check_same_length(test_users=test_users, test_items=test_items, test_ratings=test_ratings)
-    for name, arr in (("train_items", train_items), ("test_items", test_items)):
-        if arr.size and (arr.min() < 0 or arr.max() >= n_items):
-            raise ValueError(
-                f"full_ranking_metrics: {name} must be codes in [0, n_items={n_items}); "
-                f"got range [{arr.min()}, {arr.max()}]"
-            )
-
-    relevant = test_ratings > threshold
-    rel_u, rel_i = test_users[relevant], test_items[relevant]
-    # Distinct relevant (user, item) pairs, sorted by user: duplicates must not count twice.
-    rel_pairs = np.unique(rel_u.astype(np.int64) * n_items + rel_i)
-    rel_u, rel_i = rel_pairs // n_items, rel_pairs % n_items
-    ranked_users, rel_start, n_rel = np.unique(rel_u, return_index=True, return_counts=True)
-    if ranked_users.size == 0:
-        return _empty_result(ks, f"full protocol: no test rating > {threshold}")
-
-    train_order = np.argsort(train_users, kind="stable")
-    tr_u, tr_i = train_users[train_order], train_items[train_order]
-    disc_np = _discounts(max(n_items, max(ks)))
-    hits: dict[int, list[np.ndarray]] = {k: [] for k in ks}
-    dcgs: dict[int, list[np.ndarray]] = {k: [] for k in ks}
-    for c0 in range(0, ranked_users.size, user_chunk):  # loop over chunks of users, not users
-        chunk = ranked_users[c0 : c0 + user_chunk]
-        scores = _chunk_scores(score_fn, chunk, n_items)
-        # Row-local codes of this chunk's training and relevant pairs (both sorted by user).
-        row_of = np.full(int(chunk.max()) + 1, -1, dtype=np.int64)
-        row_of[chunk] = np.arange(chunk.size)
-        lo, hi = np.searchsorted(tr_u, [chunk.min(), chunk.max() + 1])
-        tr_rows = row_of[tr_u[lo:hi]]
-        in_chunk = tr_rows >= 0
-        r0, r1 = rel_start[c0], rel_start[c0 + chunk.size - 1] + n_rel[c0 + chunk.size - 1]
-        seen = _dense_mask(chunk.size, n_items, tr_rows[in_chunk], tr_i[lo:hi][in_chunk])
-        rel = _dense_mask(chunk.size, n_items, row_of[rel_u[r0:r1]], rel_i[r0:r1])
-
-        # Stable descending sort keeps ascending item codes among tied scores.
-        _, order = torch.sort(scores, dim=1, descending=True, stable=True)
-        cand = ~torch.gather(seen.to(order.device), 1, order)
-        hit = torch.gather(rel.to(order.device), 1, order) & cand
-        rank = (torch.cumsum(cand, dim=1) - 1).clamp(min=0)  # 0-based rank among candidates
-        disc = torch.as_tensor(disc_np, device=order.device)[rank]
-        for k in ks:
-            top_hit = hit & (rank < k)
-            hits[k].append(top_hit.sum(1).cpu().numpy())
-            dcgs[k].append(torch.where(top_hit, disc, 0.0).sum(1).cpu().numpy())
-    out: dict[str, Any] = {}
-    for k in ks:
-        out.update(
-            _recall_ndcg(k, np.concatenate(hits[k]), np.concatenate(dcgs[k]), n_rel, disc_np)
-        )
-    out["n_users_ranked"] = int(ranked_users.size)
-    return out
+    test_ratings = np.asarray(test_ratings, dtype=np.float64)
+    return ranking_metrics(
+        "full", test_users, test_items, test_ratings, np.zeros_like(test_ratings), ks, threshold,
+        min_test_ratings, score_fn=score_fn, n_items=n_items, train=(train_users, train_items),
+        user_chunk=user_chunk,
+    )  # fmt: skip
 
 
 def evaluate(
@@ -182,33 +237,17 @@ def evaluate(
     threshold: float = 3.0,
     **protocol_kwargs: Any,
 ) -> dict[str, Any]:
-    """RMSE of the clipped predictions plus the ranking metrics of ``protocol`` ("paper" or "full").
+    """RMSE of the clipped predictions plus the ranking metrics of ``protocol``.
 
-    ``protocol_kwargs`` go to the protocol: ``min_test_ratings`` for "paper"; ``score_fn``,
-    ``n_items``, ``train_users``, ``train_items`` (and optionally ``user_chunk``) for "full".
+    ``protocol_kwargs`` go to :func:`ranking_metrics` (``min_test_ratings``, ``score_fn``,
+    ``n_items``, ``train``, ``val``, ``user_chunk``).
     """
+    get_protocol(protocol)
     clipped = clip(preds, rating_min, rating_max)
     out: dict[str, Any] = {"rmse": rmse(ratings, clipped)}
-    if protocol == "paper":
-        out.update(
-            paper_ranking_metrics(users, items, ratings, clipped, ks, threshold, **protocol_kwargs)
-        )
-    elif protocol == "full":
-        out.update(
-            full_ranking_metrics(
-                test_users=users,
-                test_items=items,
-                test_ratings=ratings,
-                ks=ks,
-                threshold=threshold,
-                **protocol_kwargs,
-            )
-        )
-    else:
-        raise ValueError(
-            f"evaluate: unknown protocol {protocol!r}; use 'paper' (rank each user's test items) "
-            "or 'full' (rank all items unrated in training), e.g. evaluation.protocol=paper"
-        )
+    out.update(
+        ranking_metrics(protocol, users, items, ratings, clipped, ks, threshold, **protocol_kwargs)
+    )
     out["protocol"] = protocol
     return out
 
@@ -220,12 +259,20 @@ def metrics_from_predictions(
     ks: Sequence[int] = (20, 50),
     threshold: float = 3.0,
     min_test_ratings: int = 2,
+    protocol: str = "paper",
 ) -> dict[str, Any]:
-    """Paper-protocol metrics recomputed from a ``test_predictions.csv`` table (original ids).
+    """Metrics recomputed from a ``test_predictions.csv`` table (original ids), under a protocol
+    that ranks only test items (``paper``, ``paper_heldout``, ``liang_nnz``, ``binary``, ...).
 
     Item codes must follow the original-id order for the tie-break, so ids compare as numbers
     when every id is numeric (item 10 after item 9) and as strings otherwise.
     """
+    if get_protocol(protocol).ranked != "test":
+        raise ValueError(
+            f"metrics_from_predictions: protocol {protocol!r} ranks items beyond the test pairs, "
+            "which test_predictions.csv does not hold; use one that ranks test items only: "
+            + ", ".join(n for n, p in PROTOCOLS.items() if p.ranked == "test")
+        )
     missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(
@@ -249,11 +296,205 @@ def metrics_from_predictions(
         pd.to_numeric(df["prediction"]).to_numpy(np.float64),
         rating_min,
         rating_max,
-        protocol="paper",
+        protocol=protocol,
         ks=ks,
         threshold=threshold,
         min_test_ratings=min_test_ratings,
     )
+
+
+# --- the two ranking engines -------------------------------------------------------------------
+
+
+def _list_stats(
+    users: np.ndarray, items: np.ndarray, scores: np.ndarray, rel: np.ndarray, ks: tuple[int, ...]
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """Per-user hits and DCG in the top k of each user's pairs ranked by score (users ascending)."""
+    order = _user_list_order(users, items, np.asarray(scores, dtype=np.float64))
+    u, rel = users[order], rel[order]
+    n = u.size
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+    pos = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))  # 0-based list position
+    rel_disc = np.where(rel, _discounts(n)[pos], 0.0)
+    hits, dcg = {}, {}
+    for k in ks:
+        in_top = pos < k  # also the whole list when the user has fewer than k items
+        hits[k] = np.add.reduceat((rel & in_top).astype(np.int64), starts)
+        dcg[k] = np.add.reduceat(np.where(in_top, rel_disc, 0.0), starts)
+    return hits, dcg
+
+
+def _dense_stats(
+    p: Protocol,
+    ranked: np.ndarray,
+    users: np.ndarray,
+    items: np.ndarray,
+    preds: np.ndarray,
+    splits: dict[str, tuple[np.ndarray, ...]],
+    rel_keys: np.ndarray,
+    n_items: int,
+    score_fn: ScoreFn | None,
+    threshold: float,
+    ks: tuple[int, ...],
+    user_chunk: int,
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """Per-user hits and DCG ranking the candidate items of each ``ranked`` user among all items."""
+    test_keys = users * n_items + items
+    if p.ranked == "unrated":  # candidates: not rated in training
+        cand_keys, exclude = _keys(*splits["train"][:2], n_items), True
+    else:  # candidates: rated in any split
+        parts = [test_keys] + [_keys(*splits[s][:2], n_items) for s in ("train", "val")]
+        cand_keys, exclude = _sorted_unique(np.concatenate(parts)), False
+    if p.scores == "test_predictions":
+        test_order = np.argsort(test_keys, kind="stable")
+        score_rows = _rows_from_pairs(test_keys[test_order], preds[test_order], n_items)
+    else:
+        score_rows = score_fn
+    depth = min(max(ks), n_items)
+    disc = _discounts(depth)
+    hits: dict[int, list[np.ndarray]] = {k: [] for k in ks}
+    dcgs: dict[int, list[np.ndarray]] = {k: [] for k in ks}
+    for c0 in range(0, ranked.size, user_chunk):  # loop over chunks of users, not users
+        chunk = ranked[c0 : c0 + user_chunk]
+        scores = _chunk_scores(score_rows, chunk, n_items).cpu()
+        if p.binarise:
+            scores = scores > threshold
+        cand = _chunk_mask(cand_keys, chunk, n_items)
+        cand = ~cand if exclude else cand
+        rel = _chunk_mask(rel_keys, chunk, n_items)
+        # The top `depth` candidates in ranking order (no full sort: topk of unique keys).
+        top_key, top_item = torch.topk(_ranking_keys(scores, cand), depth, dim=1)
+        hit = (torch.gather(rel, 1, top_item) & (top_key != _NOT_RANKED)).numpy()
+        for k in ks:
+            hits[k].append(hit[:, :k].sum(1))
+            dcgs[k].append(hit[:, :k] @ disc[:k])
+    return (
+        {k: np.concatenate(v) for k, v in hits.items()},
+        {k: np.concatenate(v) for k, v in dcgs.items()},
+    )
+
+
+_NOT_RANKED = torch.iinfo(torch.int64).min
+
+
+def _ranking_keys(scores: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """Distinct int64 keys whose descending order is the ranking: score descending (compared as
+    float32, the models' precision), then item code ascending; non-candidates get the lowest key."""
+    scores = scores.to(torch.float32) + 0.0  # -0.0 becomes 0.0: the two compare equal
+    bits = scores.view(torch.int32).to(torch.int64)
+    order = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)  # monotone in the float value
+    n_items = scores.shape[1]
+    key = (order << 32) | (n_items - 1 - torch.arange(n_items))  # lower item code: higher key
+    return torch.where(candidates, key, _NOT_RANKED)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _known_splits(
+    name: str,
+    p: Protocol,
+    train: tuple | None,
+    val: tuple | None,
+    n_items: int | None,
+    users: np.ndarray,
+    items: np.ndarray,
+) -> dict[str, tuple[np.ndarray, ...]]:
+    """The training / validation pairs a protocol needs, checked: (users, items[, ratings])."""
+    needed = {"unrated": ["train"], "rated": ["train", "val"]}.get(p.ranked, [])
+    if p.relevant == "rated":
+        needed = ["train", "val"]
+    given = {"train": train, "val": val}
+    out: dict[str, tuple[np.ndarray, ...]] = {}
+    for split in needed:
+        arrays = given[split]
+        need_ratings = p.relevant == "rated"
+        if arrays is None or len(arrays) < 2 + need_ratings:
+            what = "users, items, ratings" if need_ratings else "users, items"
+            raise ValueError(
+                f"{name} protocol needs the {split} pairs ({split}=({what})) to rank or judge "
+                "items beyond the test pairs"
+            )
+        u, i = _as_int_arrays(**{f"{split}_users": arrays[0], f"{split}_items": arrays[1]})
+        parts: tuple[np.ndarray, ...] = (u, i)
+        if need_ratings:
+            parts += _as_float_arrays(**{f"{split}_ratings": arrays[2]})
+        _check_same_length(**{f"{split}_{j}": a for j, a in enumerate(parts)})
+        out[split] = parts
+    if p.ranked != "test":
+        if n_items is None or n_items < 1:
+            raise ValueError(f"{name} protocol ranks all items: pass n_items (got {n_items})")
+        for label, arr in [("test_items", items)] + [(f"{s}_items", a[1]) for s, a in out.items()]:
+            if arr.size and arr.max() >= n_items:
+                raise ValueError(
+                    f"{name} protocol: {label} must be codes in [0, n_items={n_items}); "
+                    f"got range [{arr.min()}, {arr.max()}]"
+                )
+    return out
+
+
+def _relevant_keys(
+    p: Protocol,
+    users: np.ndarray,
+    items: np.ndarray,
+    ratings: np.ndarray,
+    splits: dict[str, tuple[np.ndarray, ...]],
+    threshold: float,
+    n_items: int,
+) -> np.ndarray:
+    """Sorted distinct keys user * n_items + item of the relevant pairs (duplicates count once)."""
+    parts = [(users, items, ratings)]
+    if p.relevant == "rated":
+        parts += [splits["train"], splits["val"]]
+    keys = [u[r > threshold] * n_items + i[r > threshold] for u, i, r in parts]
+    return _sorted_unique(np.concatenate(keys))
+
+
+def _keys(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    return _sorted_unique(users * n_items + items)
+
+
+def _sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """``np.unique`` of int64 keys by one sort (several times faster than numpy 2's hashing)."""
+    keys = np.sort(keys)
+    return keys[np.r_[True, keys[1:] != keys[:-1]]] if keys.size else keys
+
+
+def _chunk_pairs(
+    keys: np.ndarray, chunk: np.ndarray, n_items: int
+) -> tuple[slice, np.ndarray, np.ndarray]:
+    """Of the sorted pair ``keys`` (user * n_items + item): the slice holding the users of
+    ``chunk``, and the chunk row and item of each pair in that slice (row -1: user not in chunk)."""
+    lo, hi = np.searchsorted(keys, [chunk.min() * n_items, (chunk.max() + 1) * n_items])
+    u, i = np.divmod(keys[lo:hi], n_items)
+    row_of = np.full(int(chunk.max() - chunk.min()) + 1, -1, dtype=np.int64)
+    row_of[chunk - chunk.min()] = np.arange(chunk.size)
+    return slice(lo, hi), row_of[u - chunk.min()], i
+
+
+def _chunk_mask(keys: np.ndarray, chunk: np.ndarray, n_items: int) -> torch.Tensor:
+    """Dense [chunk, n_items] mask of the sorted pair ``keys`` whose user is in ``chunk``."""
+    _, rows, cols = _chunk_pairs(keys, chunk, n_items)
+    keep = rows >= 0
+    mask = torch.zeros(chunk.size, n_items, dtype=torch.bool)
+    mask[torch.from_numpy(rows[keep]), torch.from_numpy(cols[keep])] = True
+    return mask
+
+
+def _rows_from_pairs(keys: np.ndarray, values: np.ndarray, n_items: int) -> ScoreFn:
+    """score_fn of a sparse matrix: ``values`` at the sorted pair ``keys``, 0 everywhere else."""
+
+    def rows(users: torch.Tensor) -> torch.Tensor:
+        chunk = users.numpy()
+        sl, rows_, cols = _chunk_pairs(keys, chunk, n_items)
+        keep = rows_ >= 0
+        out = torch.zeros(chunk.size, n_items, dtype=torch.float64)
+        out[torch.from_numpy(rows_[keep]), torch.from_numpy(cols[keep])] = torch.from_numpy(
+            values[sl][keep]
+        )
+        return out
+
+    return rows
 
 
 def _user_list_order(users: np.ndarray, items: np.ndarray, preds: np.ndarray) -> np.ndarray:
@@ -270,27 +511,19 @@ def _user_list_order(users: np.ndarray, items: np.ndarray, preds: np.ndarray) ->
     return torch.sort(key, stable=True).indices.numpy()
 
 
-def _chunk_scores(
-    score_fn: Callable[[torch.Tensor], torch.Tensor], chunk: np.ndarray, n_items: int
-) -> torch.Tensor:
+def _chunk_scores(score_fn: ScoreFn, chunk: np.ndarray, n_items: int) -> torch.Tensor:
     scores = score_fn(torch.as_tensor(chunk, dtype=torch.long)).detach()
     if tuple(scores.shape) != (chunk.size, n_items):
         raise ValueError(
-            f"full_ranking_metrics: score_fn returned shape {tuple(scores.shape)}, "
+            f"score_fn returned shape {tuple(scores.shape)}, "
             f"expected ({chunk.size}, {n_items}) for a chunk of {chunk.size} users"
         )
     if torch.isnan(scores).any():
         raise ValueError(
-            "full_ranking_metrics: score_fn returned NaN scores; the model diverged "
-            "(check the training loss) or score_fn is broken"
+            "score_fn returned NaN scores; the model diverged (check the training loss) or "
+            "score_fn is broken"
         )
     return scores
-
-
-def _dense_mask(n_rows: int, n_cols: int, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
-    mask = torch.zeros(n_rows, n_cols, dtype=torch.bool)
-    mask[torch.from_numpy(rows), torch.from_numpy(cols)] = True
-    return mask
 
 
 def _ordered_codes(ids: pd.Series) -> np.ndarray:
@@ -303,14 +536,6 @@ def _ordered_codes(ids: pd.Series) -> np.ndarray:
 def _discounts(n: int) -> np.ndarray:
     """1 / log2(r + 1) for the 1-based positions r = 1..n."""
     return 1.0 / np.log2(np.arange(2, n + 2, dtype=np.float64))
-
-
-def _recall_ndcg(
-    k: int, hits: np.ndarray, dcg: np.ndarray, n_rel: np.ndarray, disc: np.ndarray
-) -> dict[str, float]:
-    denom = np.minimum(k, n_rel)
-    idcg = np.cumsum(disc[:k])[denom - 1]  # ideal: all relevant items first, cut at min(k, #rel)
-    return {f"recall@{k}": float(np.mean(hits / denom)), f"ndcg@{k}": float(np.mean(dcg / idcg))}
 
 
 def _empty_result(ks: Sequence[int], why: str) -> dict[str, Any]:

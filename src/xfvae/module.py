@@ -142,19 +142,37 @@ class RatingTask(pl.LightningModule):
         return loss
 
     def _record(self, loss: torch.Tensor, extra: dict[str, torch.Tensor]) -> None:
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"training loss became {float(loss)} at epoch {self.current_epoch}, step "
-                f"{self.global_step}: lower the learning rate (model.optimizer.lr), raise "
-                "regularisation, or set trainer.gradient_clip_val"
-            )
+        """Keep the step's loss (and extra values) on the device. Every ``check_every`` steps and
+        at the epoch's last batch, check that they are finite (one read of the device); at the
+        last batch, log their epoch means. A per-step check or ``self.log`` would synchronise
+        with the device and cost more than a small model's step (benchmarks/bench_xfvae.py)."""
+        check_every = 256
+        if not self.epoch_losses:  # the epoch's first step (on_train_epoch_start emptied it)
+            self._extra_values: dict[str, list[torch.Tensor]] = {}
+            self._n_checked = 0
         self.epoch_losses.append(loss.detach())
-        self.log(
-            "train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=1
-        )
         for k, v in extra.items():
             if k != "loss":
-                self.log(f"train/{k}", v.detach(), on_step=False, on_epoch=True, batch_size=1)
+                self._extra_values.setdefault(k, []).append(v.detach())
+        last = self.trainer.is_last_batch
+        if not last and len(self.epoch_losses) - self._n_checked < check_every:
+            return
+        window = torch.stack(self.epoch_losses[self._n_checked :])
+        bad = ~torch.isfinite(window)
+        if bool(bad.any()):
+            first = int(bad.nonzero()[0, 0])
+            raise NonFiniteLossError(
+                f"training loss became {float(window[first])} at epoch {self.current_epoch}, "
+                f"step {self.global_step - (window.numel() - 1 - first)}: lower the learning rate "
+                "(model.optimizer.lr), raise regularisation, or set trainer.gradient_clip_val"
+            )
+        self._n_checked = len(self.epoch_losses)
+        if last:
+            mean = torch.stack(self.epoch_losses).mean()
+            self.log("train/loss", mean, on_step=False, on_epoch=True, prog_bar=True, batch_size=1)
+            for k, parts in self._extra_values.items():
+                mean = torch.stack(parts).mean()
+                self.log(f"train/{k}", mean, on_step=False, on_epoch=True, batch_size=1)
 
     def configure_optimizers(self) -> Any:
         if not self.automatic_optimization or self.optimizer_factory is None:
@@ -210,14 +228,20 @@ class RatingTask(pl.LightningModule):
 
     @torch.no_grad()
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
-        """Clipped predictions of the given users for every item ([B, n_items]), for the full protocol."""
+        """Clipped predictions of the given users for every item ([B, n_items]), in eval mode (no
+        dropout), for the protocols that rank items beyond the test pairs."""
         n_items = self.cold.item_seen.numel()
         uu = users.to(self.device).repeat_interleave(n_items)
         ii = torch.arange(n_items, device=self.device).repeat(users.numel())
         out = torch.empty(uu.numel(), device=self.device)
-        for s in range(0, uu.numel(), self.eval_batch_size):
-            sl = slice(s, s + self.eval_batch_size)
-            out[sl] = self.predict_pairs(uu[sl], ii[sl])
+        was_training = self.training
+        self.eval()
+        try:
+            for s in range(0, uu.numel(), self.eval_batch_size):
+                sl = slice(s, s + self.eval_batch_size)
+                out[sl] = self.predict_pairs(uu[sl], ii[sl])
+        finally:
+            self.train(was_training)
         return out.view(users.numel(), n_items).cpu()
 
 

@@ -14,6 +14,22 @@ METRICS = {
     "recall@50": "test/recall@50",
 }
 
+#: The ranking metrics, recorded per protocol as ``test/<protocol>/<metric>`` (xfvae.evaluation).
+RANKING_METRICS = ("recall@20", "recall@50", "ndcg@20", "ndcg@50")
+
+#: The ranking protocols of :data:`xfvae.metrics.PROTOCOLS`, in its order (no torch import here).
+PROTOCOLS = (
+    "paper",
+    "paper_heldout",
+    "liang_nnz",
+    "binary",
+    "binary_heldout",
+    "liang_binary",
+    "full",
+    "rated",
+    "rated_all",
+)
+
 METRIC_LABELS = {
     "rmse": "RMSE",
     "ndcg@20": "NDCG@20",
@@ -74,8 +90,20 @@ def metric_column(metric: str, columns=None) -> str:
     )
 
 
+def protocol_column(protocol: str, metric: str) -> str:
+    """The results column of ``metric`` (a short name) under ranking protocol ``protocol``."""
+    return f"test/{protocol}/{metric}"
+
+
+def protocols_in(columns) -> list[str]:
+    """The protocols whose four ranking metrics are all columns, in :data:`PROTOCOLS` order."""
+    found = {c.split("/")[1] for c in map(str, columns) if c.count("/") == 2 and c[:5] == "test/"}
+    found = {p for p in found if all(protocol_column(p, m) in columns for m in RANKING_METRICS)}
+    return order_by(found, {p: p for p in PROTOCOLS})
+
+
 def short_metric(metric: str) -> str:
-    return metric.removeprefix("test/").removeprefix("val/")
+    return metric.removeprefix("test/").removeprefix("val/").split("/")[-1]
 
 
 def metric_label(metric: str) -> str:

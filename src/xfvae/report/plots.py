@@ -60,8 +60,9 @@ def save_figure(fig: Figure, stem: str | os.PathLike) -> list[Path]:
 
 
 def cd_diagram(comparison: Comparison, ax=None) -> Figure:
-    """Figure 2: average ranks on an axis, models joined by a bar where Nemenyi finds no significant
-    difference at ``comparison.alpha``, and the CD drawn above the axis."""
+    """The CD diagram (the paper's Figure 2 when the blocks are data sets): average ranks on an axis
+    spanning 1..k, models joined by a bar where Nemenyi finds no significant difference at
+    ``comparison.alpha``, and the CD drawn above the axis. The title names the blocks."""
     k = comparison.friedman.n_models
     if ax is None:
         fig = Figure(figsize=(6.4, 1.2 + 0.3 * k))
@@ -71,7 +72,7 @@ def cd_diagram(comparison: Comparison, ax=None) -> Figure:
     labels = {m: model_label(m) for m in comparison.nemenyi_p.index}
     ranks = comparison.average_ranks.rename(index=labels)
     sig = comparison.nemenyi_p.rename(index=labels, columns=labels)
-    sp.critical_difference_diagram(
+    artists = sp.critical_difference_diagram(
         ranks,
         sig,
         alpha=comparison.alpha,
@@ -81,6 +82,18 @@ def cd_diagram(comparison: Comparison, ax=None) -> Figure:
         color_palette=["black"] * k,
         marker_props={"marker": "o", "color": "black"},
     )
+    # The axis spans every possible rank, 1..k, not only the observed ones: labels move out to its
+    # ends (scikit-posthocs puts them beside the best and worst observed ranks).
+    ax.set_xlim(1, k)
+    ax.set_xticks(range(1, k + 1))
+    for elbow, label in zip(artists["elbows"], artists["labels"], strict=True):
+        end = (
+            1 - 0.05 * (k - 1) if label.get_horizontalalignment() == "right" else k + 0.05 * (k - 1)
+        )
+        x = np.asarray(elbow.get_xdata(), dtype=float)
+        elbow.set_xdata([end, x[1], x[2]])
+        elbow.set_clip_on(False)
+        label.set_x(end)
     ax.xaxis.set_label_position("top")
     ax.set_xlabel("average rank (1 = best)", fontsize=9)
     # The CD bar above the tick labels and axis label: x in rank units, y in points above the axes.
@@ -117,9 +130,12 @@ def cd_diagram(comparison: Comparison, ax=None) -> Figure:
         fontsize=9,
         transform=transforms.offset_copy(above, fig=fig, x=6, units="points"),
     )
+    models = f"k = {k}"
+    if comparison.top is not None and comparison.n_models_total is not None:
+        models += f" (top {comparison.top} of {comparison.n_models_total})"
     ax.set_title(
         f"{metric_label(comparison.metric)}: {comparison.block_text}, "
-        f"k = {k}, alpha = {comparison.alpha:g}",
+        f"{models}, alpha = {comparison.alpha:g}",
         fontsize=9,
         pad=48,
     )

@@ -1,8 +1,10 @@
 """The paper's Tables 1, 3 and 4 from the tidy results, as Markdown and LaTeX (booktabs).
 
 Cells are mean +- sd over seeds; the best value of each column within a metric is bold (ties at the
-printed precision all bold); the paper's published number can sit beside each of our columns
-where the data set is one of the paper's.
+printed precision all bold) unless the column is saturated: its spread across models is below the
+seed-to-seed noise (:func:`saturation`), which a note then says. The paper's published number can
+sit beside each of our columns where the data set is one of the paper's. :func:`protocol_table` and
+:func:`pattern_table` show the ranking metrics under every recorded protocol (xfvae.metrics).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from xfvae.report import paper_numbers
 from xfvae.report.names import (
     METRICS,
     MODEL_LABELS,
+    RANKING_METRICS,
     VARIANT_LABELS,
     canonical_variant,
     data_label,
@@ -25,6 +28,8 @@ from xfvae.report.names import (
     metric_label,
     model_label,
     order_by,
+    protocol_column,
+    protocols_in,
     setting_value,
     short_metric,
 )
@@ -47,6 +52,8 @@ class Table:
     group_header: str | None = "Metric"
     caption: str = ""
     notes: list[str] = field(default_factory=list)
+    #: (metric label, data set label) of the columns left without a best (see :func:`saturation`).
+    saturated: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def n_columns(self) -> int:
@@ -69,6 +76,25 @@ def _bold_best(values: list[float], lower: bool, digits: int) -> list[bool]:
     return list(rounded == best)
 
 
+def saturation(means, sds, digits: int = 3) -> str | None:
+    """Why no model is the best of ``means`` (one per model; ``sds`` their sd over seeds), or None.
+
+    A column is saturated when the spread of the model means is below the seed-to-seed noise: the
+    root-mean-square of the sds (unknown with one seed) or, at least, the printed precision
+    10**-digits (every model within 0.001 at three digits)."""
+    means, sds = np.asarray(means, dtype=float), np.asarray(sds, dtype=float)
+    finite = means[~np.isnan(means)]
+    if finite.size < 2:
+        return None
+    spread = float(finite.max() - finite.min())
+    sd = float(np.sqrt(np.nanmean(sds**2))) if np.isfinite(sds).any() else float("nan")
+    if np.isfinite(sd) and spread < sd:
+        return f"the models span {spread:.4f}, less than the seed-to-seed sd {sd:.4f}"
+    if spread < 10.0**-digits:
+        return f"the models span {spread:.4f}, less than the printed precision {10.0**-digits:g}"
+    return None
+
+
 def metric_table(
     df: pd.DataFrame,
     row_col: str,
@@ -79,6 +105,7 @@ def metric_table(
     digits: int = 3,
 ) -> Table:
     """Metric groups x rows (``row_col`` values) x data set columns, with optional paper columns."""
+    protocol_note = _protocol_note(df, metrics)
     datasets = order_by(df["data"], {d: d for d in paper_numbers.DATASETS})
     rows = order_by(df[row_col], row_labels)
     header = [row_header]
@@ -86,7 +113,7 @@ def metric_table(
         header.append(data_label(data))
         if paper is not None and data in paper_numbers.DATASETS:
             header.append(f"{data_label(data)} (paper)")
-    groups, counts = [], set()
+    groups, counts, notes, saturated = [], set(), [], []
     for metric in metrics:
         col = metric_column(metric, df.columns)
         lower = lower_is_better(col)
@@ -101,6 +128,14 @@ def metric_table(
             stat = agg.reindex(pd.MultiIndex.from_product([rows, [data]]))
             means = stat["mean"].to_numpy(dtype=float)
             bold = _bold_best(means, lower, digits)
+            why = saturation(means, stat["std"].to_numpy(dtype=float), digits)
+            if why:
+                bold = [False] * len(bold)
+                saturated.append((metric_label(col), data_label(data)))
+                notes.append(
+                    f"{metric_label(col)} on {data_label(data)} is saturated: {why}, so no "
+                    "best is marked."
+                )
             columns.append(
                 [
                     Cell(_fmt(m, s, int(0 if np.isnan(n) else n), digits), b)
@@ -125,10 +160,30 @@ def metric_table(
         ]
         groups.append((metric_label(col), body))
     seeds = f"{min(counts)}" if len(counts) == 1 else f"{min(counts)}-{max(counts)}"
-    notes = [f"Mean ± sd over {seeds} seed(s); the best value per column and metric in bold."]
+    notes.insert(
+        0, f"Mean ± sd over {seeds} seed(s); the best value per column and metric in bold."
+    )
+    if protocol_note:
+        notes.insert(1, protocol_note)
     if paper is not None and any(h.endswith("(paper)") for h in header):
         notes.append("Columns marked (paper): the numbers published by Jin et al.")
-    return Table(header=header, groups=groups, notes=notes)
+    return Table(header=header, groups=groups, notes=notes, saturated=saturated)
+
+
+def _protocol_note(df: pd.DataFrame, metrics) -> str | None:
+    """Which ranking protocol the ranking metrics follow; an error when the runs mix protocols."""
+    if "test/protocol" not in df.columns:
+        return None
+    if not any(short_metric(str(m)) in RANKING_METRICS for m in metrics):
+        return None
+    used = sorted(df["test/protocol"].dropna().astype(str).unique())
+    if len(used) > 1:
+        raise ValueError(
+            f"the runs' ranking metrics come from different protocols {used} (test/protocol of "
+            "metrics.json): tabulate runs of one protocol, or every protocol's own columns with "
+            "`python -m xfvae.report protocols`"
+        )
+    return f"Ranking metrics under the {used[0]!r} protocol (xfvae.metrics)." if used else None
 
 
 def table3(df: pd.DataFrame, metrics=tuple(METRICS), paper: bool = True) -> Table:
@@ -163,6 +218,150 @@ def table4(df: pd.DataFrame, metrics=tuple(METRICS), paper: bool = True) -> Tabl
     )
     t.caption = "Ablation study of our framework (cf. Table 4)."
     return t
+
+
+def protocol_table(df: pd.DataFrame, protocols=None, digits: int = 3) -> Table:
+    """Ranking metrics of every model under each protocol (``test/<protocol>/<metric>`` columns):
+    one group per protocol and data set, RMSE beside them, and whether N = 50 lies below N = 20."""
+    protocols = list(protocols or protocols_in(df.columns))
+    if not protocols:
+        raise ValueError(
+            "no protocol columns (test/<protocol>/recall@20 ...) in the results: runs record them "
+            "when evaluation.report_protocols lists protocols (conf/train.yaml)"
+        )
+    models = order_by(df["model"], MODEL_LABELS)
+    datasets = order_by(df["data"], {d: d for d in paper_numbers.DATASETS})
+    header = ["Model", metric_label("rmse"), *map(metric_label, RANKING_METRICS), "@50 < @20"]
+    groups, notes, saturated, counts = [], [], [], set()
+    for protocol in protocols:
+        for data in datasets:
+            runs = df[df["data"] == data]
+            cols = {"rmse": "test/rmse"} | {
+                m: protocol_column(protocol, m) for m in RANKING_METRICS
+            }
+            missing = [c for c in cols.values() if c not in runs.columns]
+            if missing:
+                raise KeyError(f"protocol {protocol!r}: missing results columns {missing}")
+            agg = {
+                m: runs.assign(v=pd.to_numeric(runs[c])).groupby("model")["v"]
+                .agg(["mean", "std", "count"]).reindex(models)
+                for m, c in cols.items()
+            }  # fmt: skip
+            counts.update(agg["rmse"]["count"].dropna().astype(int).tolist())
+            label = protocol if len(datasets) == 1 else f"{protocol} ({data_label(data)})"
+            columns = []
+            for m, stat in agg.items():
+                means = stat["mean"].to_numpy(dtype=float)
+                bold = _bold_best(means, lower_is_better(m), digits)
+                why = saturation(means, stat["std"].to_numpy(dtype=float), digits)
+                if why:
+                    bold = [False] * len(bold)
+                    saturated.append((f"{label}: {metric_label(m)}", data_label(data)))
+                    notes.append(f"{label}, {metric_label(m)}: saturated ({why}).")
+                columns.append(
+                    [
+                        Cell(_fmt(v, sd, int(0 if np.isnan(n) else n), digits), b)
+                        for v, sd, n, b in zip(
+                            means, stat["std"], stat["count"].astype(float), bold, strict=True
+                        )
+                    ]
+                )
+            body = []
+            for i, model in enumerate(models):
+                mean = {m: agg[m]["mean"].iloc[i] for m in RANKING_METRICS}
+                body.append(
+                    [Cell(model_label(model))]
+                    + [c[i] for c in columns]
+                    + [Cell(_below(mean["recall@50"], mean["recall@20"], mean["ndcg@50"],
+                                   mean["ndcg@20"]))]
+                )  # fmt: skip
+            groups.append((label, body))
+    seeds = (
+        f"{min(counts)}"
+        if len(counts) == 1
+        else f"{min(counts, default=0)}-{max(counts, default=0)}"
+    )
+    notes.insert(
+        0,
+        f"Mean ± sd over {seeds} seed(s); the best value per protocol and column in bold. "
+        "@50 < @20: whether Recall@50 < Recall@20 (R) and NDCG@50 < NDCG@20 (N), as in every "
+        "row of the paper's Table 3.",
+    )
+    return Table(
+        header=header,
+        groups=groups,
+        group_header="Protocol",
+        caption="Ranking metrics under each evaluation protocol (xfvae.metrics).",
+        notes=notes,
+        saturated=saturated,
+    )
+
+
+def _below(r50: float, r20: float, n50: float, n20: float) -> str:
+    if np.isnan([r50, r20, n50, n20]).any():
+        return MISSING
+    return f"R {'yes' if r50 < r20 else 'no'}, N {'yes' if n50 < n20 else 'no'}"
+
+
+def pattern_table(df: pd.DataFrame, protocols=None, paper: bool = True) -> Table:
+    """Per protocol and data set, the paper's qualitative pattern: for how many models N = 50 lies
+    below N = 20, I-Rec's rank by RMSE and by NDCG@20, VAE-CF's and DAE-CF's rank by NDCG@20, and
+    the Spearman correlation of the RMSE order with the NDCG@20 order (1: the same order). With
+    ``paper``, the same read off the paper's Table 3 for each of its data sets."""
+    protocols = list(protocols or protocols_in(df.columns))
+    header = ["Data", "R@50 < R@20", "N@50 < N@20", "I-Rec rank: RMSE, NDCG@20",
+              "VAE-CF, DAE-CF rank: NDCG@20", "Spearman (RMSE, NDCG@20)"]  # fmt: skip
+    groups = []
+    for protocol in protocols:
+        rows = []
+        for data in order_by(df["data"], {d: d for d in paper_numbers.DATASETS}):
+            runs = df[df["data"] == data]
+            cols = {"rmse": "test/rmse"} | {
+                m: protocol_column(protocol, m) for m in RANKING_METRICS
+            }
+            means = pd.DataFrame(
+                {m: pd.to_numeric(runs[c]).groupby(runs["model"]).mean() for m, c in cols.items()}
+            )
+            rows.append([Cell(data_label(data)), *_pattern_cells(means)])
+        groups.append((protocol, rows))
+    if paper:
+        rows = []
+        for data in paper_numbers.DATASETS:
+            means = pd.DataFrame(
+                {m: {k: v[data] for k, v in paper_numbers.TABLE3[m].items()} for m in METRICS}
+            )
+            rows.append([Cell(data_label(data)), *_pattern_cells(means)])
+        groups.append(("Jin et al. (published)", rows))
+    return Table(
+        header=header,
+        groups=groups,
+        group_header="Protocol",
+        caption="The paper's qualitative pattern under each protocol.",
+        notes=[
+            "Counts of models (means over seeds); ranks among the models of the row (1 = best); "
+            "the paper's rows are read off its Table 3 (7 models)."
+        ],
+    )
+
+
+def _pattern_cells(means: pd.DataFrame) -> list[Cell]:
+    """Cells of one :func:`pattern_table` row from model x metric means."""
+    means = means.dropna()
+    n = len(means)
+    rank_rmse = means["rmse"].rank(method="min")
+    rank_ndcg = means["ndcg@20"].rank(method="min", ascending=False)
+
+    def rank(model: str, ranks: pd.Series) -> str:
+        return f"{int(ranks[model])}/{n}" if model in ranks.index else MISSING
+
+    rho = means["rmse"].rank().corr(-means["ndcg@20"].rank(), method="pearson") if n > 2 else np.nan
+    return [
+        Cell(f"{int((means['recall@50'] < means['recall@20']).sum())}/{n}"),
+        Cell(f"{int((means['ndcg@50'] < means['ndcg@20']).sum())}/{n}"),
+        Cell(f"{rank('irec', rank_rmse)}, {rank('irec', rank_ndcg)}"),
+        Cell(f"{rank('vaecf', rank_ndcg)}, {rank('daecf', rank_ndcg)}"),
+        Cell(MISSING if np.isnan(rho) else f"{rho:.2f}"),
+    ]
 
 
 TABLE1_COLUMNS = {"n_users": "# users", "n_items": "# items", "n_ratings": "# ratings"}
