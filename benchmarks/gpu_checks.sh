@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
-# GPU checks (not part of the test suite): every model trains one epoch with trainer=gpu, the
-# cross-feedback VAE trains fully on ML-100K on the GPU, and the ML-20M-shaped benchmark runs on CUDA.
-#   bash benchmarks/gpu_checks.sh OUT_DIR        (needs CUDA, the package importable, data/ml-100k)
+# GPU checks of issue 11 (not part of the test suite), about 8 minutes on one H100:
+#   1. the CUDA tests: no host-device synchronisation inside a training step (sync debug mode);
+#   2. ML-100K, default config, through the loop: s/epoch, without and with the EMA callback;
+#   3. ML-20M shape (B = 1000): s/block and projected s/epoch, global / local / no attention;
+#   4. ML-1M shape under the paper's batch rule (B = 100): s/epoch next to VAE-CF's;
+#   5. (SMOKE=1) every model trains one epoch with trainer=gpu.
+# Each step has its own time limit and the script goes on after a failure; summary.txt lists
+# them. Results: benchmarks/results/bench_xfvae_*_cuda.json and OUT_DIR.
+#   bash benchmarks/gpu_checks.sh [OUT_DIR]      (needs CUDA, the package importable, data/ml-100k)
 set -uo pipefail
 out=${1:-benchmarks/results/gpu}
-mkdir -p "$out/runs"
+mkdir -p "$out"
 py=${PYTHON:-python3}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-for m in ${MODELS:-mf bpmf ncf cnncf urec irec vaecf daecf xfvae}; do
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, record rc and wall time
+  local name=$1 limit=$2 start
+  shift 2
   start=$(date +%s)
-  $py -m xfvae.train model="$m" data=ml-100k trainer=gpu seed=0 model.max_epochs=1 logger=none \
-    trainer.enable_progress_bar=false hydra.run.dir="$out/runs/smoke_$m" >"$out/runs/smoke_$m.log" 2>&1
-  echo "smoke $m rc=$? wall_s=$(($(date +%s) - start))" | tee -a "$out/summary.txt"
-done
-start=$(date +%s)
-$py -m xfvae.train model=xfvae data=ml-100k trainer=gpu seed=0 logger=none \
-  trainer.enable_progress_bar=false hydra.run.dir="$out/runs/xfvae_s0" >"$out/runs/xfvae_s0.log" 2>&1
-echo "xfvae seed 0 full rc=$? wall_s=$(($(date +%s) - start))" | tee -a "$out/summary.txt"
-$py benchmarks/bench_xfvae.py ml20m --device cuda --max-blocks "${MAX_BLOCKS:-60}" >"$out/bench_ml20m.log" 2>&1
-echo "bench ml20m rc=$?" | tee -a "$out/summary.txt"
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  echo "$name rc=$? wall_s=$(($(date +%s) - start))" | tee -a "$out/summary.txt"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+step sync_tests 120 $py -m pytest -q -p no:cacheprovider tests/test_xfvae_sync.py
+step ml100k 150 $py benchmarks/bench_xfvae.py ml100k --device cuda --threads 4 --epochs 4
+step ml20m 150 $py benchmarks/bench_xfvae.py ml20m --device cuda --threads 4 --max-blocks 60
+step paperrule_ml1m 120 $py benchmarks/bench_xfvae.py paperrule --device cuda --threads 4 \
+  --shapes ml-1m
+if [ "${SMOKE:-0}" = 1 ]; then
+  for m in ${MODELS:-mf bpmf ncf cnncf urec irec vaecf daecf xfvae}; do
+    step "smoke_$m" 60 $py -m xfvae.train model="$m" data=ml-100k trainer=gpu seed=0 \
+      model.max_epochs=1 logger=none trainer.enable_progress_bar=false \
+      hydra.run.dir="$out/runs/smoke_$m"
+  done
+fi

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -81,3 +82,46 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     a, b = epochs(3), epochs(3)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[0], a[1])
+
+
+@pytest.mark.parametrize("b_u,b_v", [(5, 4), (100, 100)])
+def test_block_rows_are_the_batches_csr_rows_with_their_transposes(b_u, b_v):
+    """The plan's precomputed rows of a user (item) batch are its rows of X (X^T), in CSR order;
+    the transposes list the same entries by (column, row)."""
+    td = small_data()
+    plan = BlockPlan(td, b_u, b_v, seed=1)
+    for blk in iter_blocks(plan, torch.Generator().manual_seed(0), shuffle=True):
+        for rows, index, csr in (
+            (blk.user_rows, blk.users, td.csr),
+            (blk.item_rows, blk.items, td.csr_t),
+        ):
+            sub = csr[index.numpy()]
+            assert rows.n_rows == index.numel()
+            assert rows.cols.tolist() == sub.indices.tolist()
+            assert rows.vals.tolist() == sub.data.tolist()
+            assert rows.offsets.tolist() == sub.indptr[:-1].tolist()
+            lengths = np.diff(sub.indptr)
+            assert rows.seg.tolist() == np.repeat(np.arange(index.numel()), lengths).tolist()
+            assert rows.ucols.tolist() == sorted(set(sub.indices.tolist()))
+            assert (rows.ucols[rows.inv] == rows.cols).all()
+            cols, seg, vals = rows.cols.tolist(), rows.seg.tolist(), rows.vals.tolist()
+            by_col = sorted(zip(cols, seg, vals, strict=True))  # (column, row) order
+            counts = torch.diff(rows.t_offsets, append=torch.tensor([len(cols)]))
+            t_cols = rows.ucols.repeat_interleave(counts).tolist()
+            transposed = zip(t_cols, rows.t_seg.tolist(), rows.t_vals.tolist(), strict=True)
+            assert list(transposed) == by_col
+            starts = [c for c, *_ in by_col]
+            assert rows.t_offsets.tolist() == [starts.index(c) for c in rows.ucols.tolist()]
+
+
+def test_a_block_reads_like_the_documented_dict():
+    td = small_data()
+    plan = BlockPlan(td, 5, 4, seed=1)
+    blk = plan.block(2, 1)
+    assert set(blk.keys()) == {"users", "items", "obs_u", "obs_i", "ratings"}
+    for key in blk.keys():
+        assert torch.equal(blk[key], getattr(blk, key))
+    assert torch.equal(blk.obs_users, blk.users[blk.obs_u])
+    assert torch.equal(blk.obs_items, blk.items[blk.obs_i])
+    with pytest.raises(KeyError):
+        blk["user_rows"]

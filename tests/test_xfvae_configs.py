@@ -69,13 +69,6 @@ def test_model_configs_build_their_variant(name, cfg_factory, dense_data):
     assert list(cfg.model.net.block_size) == list(cfg.model.batch_size)
 
 
-def test_grid_search_config_composes(cfg_factory):
-    cfg = cfg_factory("hparams_search=xfvae_grid")
-    assert cfg.model.name == "xfvae"
-    assert cfg.model.net.beta_v == cfg.model.net.beta_u
-    assert cfg.optimized_metric == "val/rmse"
-
-
 def test_default_config_trains_end_to_end(cfg_factory, tmp_path):
     """Through the shared loop: hooks, blocks, checkpoint restore for the test set, outputs."""
     cfg = cfg_factory("model=xfvae", *SYNTH, "model.max_epochs=3", "model.batch_size=[50,40]")
@@ -95,3 +88,28 @@ def test_ratio_and_sequential_switches_reach_the_model(cfg_factory, dense_data):
     net = instantiate(cfg.model.net, data=dense_data)
     assert net.user_encoder.attention.norm == "ratio"
     assert net.iteration == "sequential"
+
+
+def test_variance_and_update_switches_reach_the_model(cfg_factory, dense_data):
+    default = instantiate(cfg_factory("model=xfvae").model.net, data=dense_data)
+    assert not default.user_encoder.separate_variance and not default.user_encoder.sparse_grad
+    cfg = cfg_factory(
+        "model=xfvae", "model.net.separate_variance=true", "model.net.sparse_update=true"
+    )
+    net = instantiate(cfg.model.net, data=dense_data)
+    for enc in (net.user_encoder, net.item_encoder):
+        assert enc.separate_variance and enc.sparse_grad
+        assert enc.phi0.shape[2] == 2 * default.user_encoder.phi0.shape[2]
+
+
+def test_sparse_update_trains_end_to_end_with_lazy_adam(cfg_factory):
+    cfg = cfg_factory(
+        "model=xfvae",
+        *SYNTH,
+        "model.max_epochs=2",
+        "model.batch_size=[50,40]",
+        "model.net.sparse_update=true",
+        "model.optimizer._target_=xfvae.models.lazy_adam.LazyAdam",
+    )
+    metrics = train(cfg)
+    assert metrics["epochs"] == 2 and math.isfinite(metrics["test/rmse"])

@@ -171,26 +171,36 @@ def test_attention_scores_several_queries_independently():
         torch.testing.assert_close(both[:, :1], ctx(q[:, :1]))
 
 
-def test_chunked_global_attention_matches_one_shot(monkeypatch):
-    """Large score matrices go through in checkpointed row chunks: same values and gradients."""
-    import xfvae.models.attention as att
-
+@pytest.mark.parametrize("norm", ["softmax", "ratio"])
+def test_blockwise_global_attention_matches_the_dense_formula(norm):
+    """Global attention never builds the B x Q x N weights (online softmax / closed-form ratio):
+    same values and gradients (queries and keys) as the dense Eq. 9-10 over 3,000 keys."""
     torch.manual_seed(6)
-    keys = torch.randn(50, 4, dtype=torch.float64, requires_grad=True)
-    q = torch.randn(9, 2, 4, dtype=torch.float64, requires_grad=True)
+    keys = (torch.rand(3000, 4, dtype=torch.float64) + 0.1).requires_grad_()
+    q = (torch.rand(9, 2, 4, dtype=torch.float64) + 0.1).requires_grad_()
+    weight = torch.randn(9, 2, 4, dtype=torch.float64)
 
-    def run():
-        out = global_context(q, keys, "softmax")
-        (out * torch.arange(out.numel(), dtype=torch.float64).reshape(out.shape)).sum().backward()
+    def run(fn):
+        out = fn()
+        (out * weight).sum().backward()
         grads = q.grad.clone(), keys.grad.clone()
         q.grad = keys.grad = None
         return out.detach(), grads
 
-    whole = run()
-    monkeypatch.setattr(att, "GLOBAL_CHUNK_ELEMENTS", 2 * 50 * 2)  # two rows per chunk
-    chunked = run()
-    torch.testing.assert_close(chunked[0], whole[0])
-    torch.testing.assert_close(chunked[1], whole[1])
+    def dense():
+        scores = q @ keys.T
+        if norm == "softmax":
+            w = torch.softmax(scores / 2.0, dim=-1)  # 1 / sqrt(K), K = 4
+        else:
+            w = scores / scores.sum(-1, keepdim=True)
+        return w @ keys
+
+    blockwise = run(lambda: global_context(q, keys, norm))
+    reference = run(dense)
+    torch.testing.assert_close(blockwise[0], reference[0])
+    for got, want in zip(blockwise[1], reference[1], strict=True):
+        torch.testing.assert_close(got, want)
+    assert float(reference[1][1].abs().sum()) > 0  # the keys' gradient is checked, not zero
 
 
 def test_ratio_norm_is_eq9_as_printed():
@@ -280,7 +290,10 @@ def test_both_iterations_train(small, iteration):
 
 
 def test_recovers_low_rank_matrix_near_noise_level():
-    """Rank 3, noise sd 0.3: held-out RMSE near 0.3, and predictions near the noise-free matrix."""
+    """Rank 3, noise sd 0.3: held-out RMSE near 0.3, and predictions near the noise-free matrix.
+
+    60 epochs: after 30 the held-out RMSE still moved by +-0.05 with the rounding of the float
+    sums (0.43-0.55 over four init seeds); after 60 it was 0.38-0.43 (truth: 0.26-0.32)."""
     data, (u, i, r, truth) = synthetic_split(
         n_users=150, n_items=120, density=0.3, noise_sd=0.3, seed=1
     )
@@ -295,7 +308,7 @@ def test_recovers_low_rank_matrix_near_noise_level():
         dim=8,
         inter_dim=25,
     )
-    fit(m, data, epochs=30, lr=1e-2, block=(50, 40))
+    fit(m, data, epochs=60, lr=1e-2, block=(50, 40))
     pred = m.predict(u, i).clamp(1, 5)
     rmse_obs = float(((pred - r) ** 2).mean().sqrt())
     rmse_truth = float(((pred - truth) ** 2).mean().sqrt())  # distance to the noise-free matrix

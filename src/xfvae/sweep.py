@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rows = [r for root in args.roots for r in read_outcomes(root, since=args.since)]
     if not rows:
-        print(f"no job outcomes under {args.roots}" + (f" since {args.since}" if args.since else ""))
+        print(
+            f"no job outcomes under {args.roots}" + (f" since {args.since}" if args.since else "")
+        )
         return 1
     counts, text = summarize(rows)
     print(text)

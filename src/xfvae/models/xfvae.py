@@ -22,9 +22,10 @@ import math
 import torch
 from torch import Tensor, nn
 
+from xfvae.data.batches import Block
 from xfvae.data.train_data import TrainData
 from xfvae.models.attention import ATTENTION_KINDS, RowSlice
-from xfvae.models.encoder import SideEncoder, slice_rows
+from xfvae.models.encoder import SideEncoder, range_rows, slice_rows
 
 ITERATIONS = ("nested", "sequential")
 OFFSETS = ("none", "global", "biases")
@@ -68,6 +69,11 @@ class CrossFeedbackVAE(nn.Module):
         offset: none (paper) | global (train mean) | biases (mean + learned user/item biases).
         predict_latent: the latent inputs when predicting: sample (the epoch's U, V samples, as in
             training) | mean (the posterior means computed with those samples; deterministic).
+        separate_variance: give the posterior variance its own observed, latent and final MLPs
+            (paper 3.2); false (default): the variance shares the input MLPs with the mean.
+        sparse_update: the first-layer tables (W_0, Phi_0 of both sides, most of the parameters)
+            get row-sparse gradients holding only the rows the block touched; needs an optimiser
+            that takes them (``xfvae.models.lazy_adam.LazyAdam``: a lazy Adam, a deviation).
         eval_chunk: rows per chunk when encoding all users / items (resampling, prediction).
     """
 
@@ -97,6 +103,8 @@ class CrossFeedbackVAE(nn.Module):
         block_size: tuple[int, int] | list[int] = (100, 100),
         offset: str = "none",
         predict_latent: str = "sample",
+        separate_variance: bool = False,
+        sparse_update: bool = False,
         eval_chunk: int = 2048,
     ):
         super().__init__()
@@ -137,6 +145,8 @@ class CrossFeedbackVAE(nn.Module):
             attention=self.attention,
             attention_norm=attention_norm,
             attention_merge=attention_merge,
+            separate_variance=separate_variance,
+            sparse_grad=sparse_update,
         )
         self.user_encoder = SideEncoder(n_cols=data.n_items, **shared)  # q(u_i | X_i, V_i)
         self.item_encoder = SideEncoder(n_cols=data.n_users, **shared)  # q(v_j | X_j, U_j)
@@ -155,16 +165,17 @@ class CrossFeedbackVAE(nn.Module):
         n_blocks = self.blocks_per_user * self.blocks_per_item
         self.loss_scale = max(1.0, data.n_ratings / n_blocks)  # mean ratings per block
 
-        csr, csr_t = data.csr, data.csr_t
-        for name, m in (("user", csr), ("item", csr_t)):  # the training rows (derived from data)
-            self.register_buffer(
-                f"{name}_indptr", torch.from_numpy(m.indptr.astype("int64")), persistent=False
-            )
-            self.register_buffer(
-                f"{name}_indices", torch.from_numpy(m.indices.astype("int64")), persistent=False
-            )
-            self.register_buffer(
-                f"{name}_values", torch.from_numpy(m.data.astype("float32")), persistent=False
+        # The training rows in CSR form (derived from data, for encoding all users / items), kept
+        # as plain tensors moved by _apply, not as buffers: weight averaging copies every buffer
+        # at every step. indptr also stays on the host: chunk sizes without reading the device.
+        self._indptr_host = {}
+        self._csr: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+        for name, m in (("user", data.csr), ("item", data.csr_t)):
+            self._indptr_host[name] = m.indptr.astype("int64")
+            self._csr[name] = (
+                torch.from_numpy(m.indptr.astype("int64")),
+                torch.from_numpy(m.indices.astype("int64")),
+                torch.from_numpy(m.data.astype("float32")),
             )
         self.register_buffer("user_seen", data.user_seen.clone(), persistent=False)
         self.register_buffer("item_seen", data.item_seen.clone(), persistent=False)
@@ -179,9 +190,15 @@ class CrossFeedbackVAE(nn.Module):
             self.register_buffer(f"{name}_mean", torch.zeros(n, dim))
         self.register_buffer("initialized", torch.tensor(False))
         self.register_buffer("steps", torch.tensor(0))  # sequential iteration alternates on parity
+        # Host mirrors of the two buffers above, so that a step reads nothing from the device.
+        self._initialized, self._steps = False, 0
         self._version = 0  # bumped whenever parameters or latent inputs may have changed
         self._cache: dict[bool, tuple] = {}  # for_prediction -> (version, mu_u, var_u, mu_v, var_v)
-        self.register_load_state_dict_post_hook(lambda module, _: module._invalidate())
+        self.register_load_state_dict_post_hook(lambda module, _: module._after_load())
+
+    def _after_load(self) -> None:
+        self._initialized, self._steps = bool(self.initialized), int(self.steps)
+        self._invalidate()
 
     # ----- Algorithm 1 hooks ------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -191,11 +208,12 @@ class CrossFeedbackVAE(nn.Module):
                 getattr(self, name).normal_(self.init_mean, self.init_sd)
                 getattr(self, f"{name}_mean").fill_(self.init_mean)
             self.initialized.fill_(True)
+        self._initialized = True
         self._invalidate()
 
     def on_train_epoch_start(self, epoch: int) -> None:
         """Algorithm 1, step 6: latent inputs Z_U from V and Z_V from U (fixed for the epoch)."""
-        if not bool(self.initialized):
+        if not self._initialized:
             self.on_fit_start()
         with torch.no_grad():
             self.latent_items.copy_(self.V)
@@ -215,10 +233,14 @@ class CrossFeedbackVAE(nn.Module):
 
     # ----- encoders -----------------------------------------------------------------------------
     def user_rows(self, users: Tensor) -> RowSlice:
-        return slice_rows(self.user_indptr, self.user_indices, self.user_values, users)
+        return slice_rows(*self._csr["user"], users)
 
     def item_rows(self, items: Tensor) -> RowSlice:
-        return slice_rows(self.item_indptr, self.item_indices, self.item_values, items)
+        return slice_rows(*self._csr["item"], items)
+
+    def _range_rows(self, side: str, a: int, b: int) -> RowSlice:
+        indptr, indices, values = self._csr[side]
+        return range_rows(indptr, self._indptr_host[side], indices, values, a, b)
 
     def latents(self, for_prediction: bool = False) -> tuple[Tensor, Tensor]:
         """(latent input of the user side = item embeddings, of the item side = user embeddings)."""
@@ -246,13 +268,15 @@ class CrossFeedbackVAE(nn.Module):
         """All rows of both sides through their encoders, in chunks of ``eval_chunk`` rows."""
         out = []
         items_in, users_in = self.latents(for_prediction)
-        for enc, keys, n, encode in (
-            (self.user_encoder, items_in, self.n_users, self.encode_users),
-            (self.item_encoder, users_in, self.n_items, self.encode_items),
+        for enc, keys, n, side in (
+            (self.user_encoder, items_in, self.n_users, "user"),
+            (self.item_encoder, users_in, self.n_items, "item"),
         ):
             table = enc.latent_table(keys) if enc.use_cross_feedback else None
-            idx = torch.arange(n, device=keys.device)
-            parts = [encode(chunk, keys, table) for chunk in idx.split(self.eval_chunk)]
+            parts = [
+                enc(self._range_rows(side, a, min(a + self.eval_chunk, n)), keys, table)
+                for a in range(0, n, self.eval_chunk)
+            ]
             out += [torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])]
         return out[0], out[1], out[2], out[3]
 
@@ -262,33 +286,45 @@ class CrossFeedbackVAE(nn.Module):
             return self.mean_rating + self.user_bias[users] + self.item_bias[items]
         return self.mean_rating
 
-    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def _block_inputs(self, batch) -> tuple[RowSlice, RowSlice, Tensor, Tensor]:
+        """The block's user rows, item rows and the global (user, item) of its ratings."""
+        if isinstance(batch, Block):  # precomputed by the plan, on the device: no work, no sync
+            return batch.user_rows, batch.item_rows, batch.obs_users, batch.obs_items
+        users, items = batch["users"], batch["items"]
+        obs_users, obs_items = users[batch["obs_u"]], items[batch["obs_i"]]
+        return self.user_rows(users), self.item_rows(items), obs_users, obs_items
+
+    def loss(self, batch: Block | dict[str, Tensor]) -> dict[str, Tensor]:
         """-Eq. 7 restricted to one block (Algorithm 1, steps 8-11), divided by ``loss_scale``.
 
         Likelihood: squared error of u_i . v_j on the block's observed ratings (Gaussian with
         variance 1/2). KL: the block's users' and items' KL sums, times beta_u / blocks_per_user
         and beta_v / blocks_per_item, so that the sum over one epoch's blocks is Eq. 7's.
+        Reads no value from the device (no host-device synchronisation) for a :class:`Block`.
         """
-        if not bool(self.initialized):
+        if not self._initialized:
             raise RuntimeError(
                 "CrossFeedbackVAE.loss called before on_fit_start/on_train_epoch_start: "
                 "U, V and the latent inputs are not built yet (Algorithm 1, steps 2 and 6)"
             )
         users, items = batch["users"], batch["items"]
+        user_rows, item_rows, obs_users, obs_items = self._block_inputs(batch)
         # sequential: even steps update the user side only, odd steps the item side only.
-        parity = int(self.steps) % 2
+        parity = self._steps % 2
         train_users = self.iteration == "nested" or parity == 0
         train_items = self.iteration == "nested" or parity == 1
+        self._steps += 1
         self.steps += 1
         self._invalidate()
         with torch.set_grad_enabled(train_users and torch.is_grad_enabled()):
-            mu_u, var_u = self.encode_users(users)
+            mu_u, var_u = self.user_encoder(user_rows, self.latent_items)
         with torch.set_grad_enabled(train_items and torch.is_grad_enabled()):
-            mu_v, var_v = self.encode_items(items)
+            mu_v, var_v = self.item_encoder(item_rows, self.latent_users)
         u = mu_u + var_u.sqrt() * torch.randn_like(mu_u)  # reparametrisation trick
         v = mu_v + var_v.sqrt() * torch.randn_like(mu_v)
         ou, oi = batch["obs_u"], batch["obs_i"]
-        pred = (u[ou] * v[oi]).sum(-1) + self._offset(users[ou], items[oi])
+        pred = (u.index_select(0, ou) * v.index_select(0, oi)).sum(-1)
+        pred = pred + self._offset(obs_users, obs_items)
         sse = (batch["ratings"] - pred).pow(2).sum()  # Eq. 7: -E[log p(X | U, V)] + const
         kl_u = (gaussian_kl(mu_u, var_u, self.prior_var) * self.user_seen[users]).sum()
         kl_v = (gaussian_kl(mu_v, var_v, self.prior_var) * self.item_seen[items]).sum()
@@ -307,6 +343,7 @@ class CrossFeedbackVAE(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):  # .to(device) / .double(): cached means are stale
         self._invalidate()
+        self._csr = {k: tuple(fn(t) for t in v) for k, v in self._csr.items()}
         return super()._apply(fn, *args, **kwargs)
 
     @torch.no_grad()
