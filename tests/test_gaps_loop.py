@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from xfvae.train import train
 
-MAX_EPOCHS, PATIENCE = 40, 3
+MAX_EPOCHS, PATIENCE, MIN_DELTA = 40, 3, 1e-4
 OVERFIT = [
     "model=mf",
     "data=synthetic",
@@ -33,6 +33,7 @@ OVERFIT = [
     "model.batch_size=64",
     f"model.max_epochs={MAX_EPOCHS}",
     f"model.patience={PATIENCE}",
+    f"callbacks.early_stopping.min_delta={MIN_DELTA}",
     "seed=0",
 ]
 
@@ -68,8 +69,16 @@ def test_checkpointing_and_early_stopping_monitor_val_rmse(cfg_factory):
 def test_training_stops_when_validation_stalls_while_training_loss_falls(overfit_run):
     metrics, hist, _ = overfit_run
     best = metrics["best_epoch"]
-    # Stopped `patience` epochs after the best validation epoch, well before the epoch cap ...
-    assert metrics["epochs"] == len(hist) == best + PATIENCE + 1 < MAX_EPOCHS
+    assert hist["val_rmse"].iloc[best] == hist["val_rmse"].min()  # the checkpoint's epoch
+    # Early stopping counts `patience` epochs from the last improvement by more than min_delta
+    # (conf/callbacks/default.yaml); the checkpoint keeps any improvement, so best >= that epoch.
+    min_delta, ref, last_gain = MIN_DELTA, float("inf"), 0
+    for epoch, v in enumerate(hist["val_rmse"]):
+        if v < ref - min_delta:
+            ref, last_gain = v, epoch
+    assert last_gain <= best <= last_gain + PATIENCE
+    # Stopped `patience` epochs after that epoch, well before the epoch cap ...
+    assert metrics["epochs"] == len(hist) == last_gain + PATIENCE + 1 < MAX_EPOCHS
     # ... as the validation RMSE did not improve on the best epoch's for `patience` epochs ...
     assert 0 < best < len(hist) - 1
     assert (hist["val_rmse"].iloc[best + 1 :] > hist["val_rmse"].iloc[best]).all()

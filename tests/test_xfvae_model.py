@@ -12,7 +12,7 @@ from torch.distributions import Normal, kl_divergence
 from xfvae.data.batches import BlockPlan, epoch_generator, iter_blocks
 from xfvae.data.synthetic import make_synthetic
 from xfvae.data.train_data import TrainData
-from xfvae.models.attention import RowSlice, global_context, local_context
+from xfvae.models.attention import RowSlice, bounded_variance, global_context, local_context
 from xfvae.models.xfvae import CrossFeedbackVAE, gaussian_kl, resolve_attention
 
 SMALL = dict(dim=4, inter_dim=6, input_width=8, output_width=8)
@@ -105,6 +105,35 @@ def test_kl_matches_torch_distributions():
     for prior_sd in (1.0, 0.5):
         expected = kl_divergence(Normal(mu, var.sqrt()), Normal(0.0, prior_sd)).sum(-1)
         torch.testing.assert_close(gaussian_kl(mu, var, prior_sd**2), expected)
+
+
+def test_variance_floor_keeps_kl_and_sampling_finite_where_the_sigmoid_underflows():
+    logit = torch.tensor([-200.0, -5.0, 0.0, 30.0], requires_grad=True)
+    plain = bounded_variance(logit, 0.0)
+    assert plain[0] == 0 and torch.equal(plain, torch.sigmoid(logit))  # the paper's output
+    assert math.isinf(gaussian_kl(torch.zeros(1), plain[:1], 1.0).item())  # log 0: what diverged
+    var = bounded_variance(logit, 1e-6)
+    assert var[0].item() == pytest.approx(1e-6) and bool((var > 0).all() and (var <= 1).all())
+    torch.testing.assert_close(var[1:], 1e-6 + (1 - 1e-6) * torch.sigmoid(logit[1:].detach()))
+    mu = torch.zeros(4)
+    loss = gaussian_kl(mu, var, 1.0) + (mu + var.sqrt() * torch.ones(4)).pow(2).sum()
+    loss.backward()
+    assert math.isfinite(loss.item()) and bool(torch.isfinite(logit.grad).all())
+
+
+def test_variance_floor_reaches_both_encoders_and_attention(small):
+    data, _ = small
+    m = make(data, attention="local", var_floor=1e-3)
+    for enc in (m.user_encoder, m.item_encoder):
+        assert enc.var_floor == 1e-3 and enc.attention.var_floor == 1e-3
+    m.on_fit_start()
+    m.on_train_epoch_start(0)
+    with torch.no_grad():  # every variance logit far below the float32 sigmoid's range
+        for enc in (m.user_encoder, m.item_encoder):
+            enc.attention.merge_var.bias.fill_(-1e4)
+    _, var = m.encode_users(first_block(data)["users"])
+    assert torch.allclose(var, torch.full_like(var, 1e-3))
+    assert math.isfinite(m.loss(first_block(data))["loss"].item())
 
 
 def test_block_kl_shares_sum_to_eq7_over_an_epoch(small):

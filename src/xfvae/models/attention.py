@@ -186,6 +186,19 @@ def global_context(queries: Tensor, keys: Tensor, norm: str) -> Tensor:
     return global_rows(queries.reshape(-1, queries.shape[2]), keys, norm).view(queries.shape)
 
 
+def bounded_variance(logit: Tensor, floor: float) -> Tensor:
+    """sigma^2 = floor + (1 - floor) sigmoid(logit): Eq. 8's sigmoid output kept above ``floor``.
+
+    In float32 the sigmoid of a logit below about -88 is exactly 0, and then log sigma^2 in the KL
+    (Eq. 7) and the gradient of sqrt(sigma^2) in the reparametrisation are infinite: searched
+    configurations of the model diverged that way within an epoch. ``floor`` = 0 is the paper's
+    plain sigmoid (a deviation otherwise; README "Deviations").
+    """
+    if floor <= 0:
+        return torch.sigmoid(logit)
+    return torch.sigmoid(logit).mul(1.0 - floor).add(floor)
+
+
 class PosteriorAttention(nn.Module):
     """Attention of the posterior mean (matrix Theta) and variance (matrix Lambda) of one side.
 
@@ -194,8 +207,9 @@ class PosteriorAttention(nn.Module):
     sigmoid output. ``add``: mu := mu + c, sigma^2 := sigmoid(logit + c').
     """
 
-    def __init__(self, dim: int, scope: str, norm: str, merge: str):
+    def __init__(self, dim: int, scope: str, norm: str, merge: str, var_floor: float = 0.0):
         super().__init__()
+        self.var_floor = float(var_floor)
         if scope not in ("local", "global"):
             raise ValueError(f"attention scope must be 'local' or 'global', got {scope!r}")
         if norm not in ATTENTION_NORMS:
@@ -214,7 +228,7 @@ class PosteriorAttention(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         # Eq. 9 queries: mu_i Theta for the mean, sigma_i^2 Lambda for the variance, scored
         # together as 2B rows (all means, then all variances)
-        q2 = torch.cat([mu @ self.theta, torch.sigmoid(var_logit) @ self.lam])
+        q2 = torch.cat([mu @ self.theta, bounded_variance(var_logit, self.var_floor) @ self.lam])
         if self.scope == "local":
             ctx = local_rows(q2, keys, rows, 2, self.norm)
         else:
@@ -226,4 +240,4 @@ class PosteriorAttention(nn.Module):
             var_logit = self.merge_var(torch.cat([var_logit, c_var], dim=1))
         else:
             mu, var_logit = mu + c_mu, var_logit + c_var
-        return mu, torch.sigmoid(var_logit)
+        return mu, bounded_variance(var_logit, self.var_floor)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xfvae.models.attention import PosteriorAttention, RowSlice
+from xfvae.models.attention import PosteriorAttention, RowSlice, bounded_variance
 
 
 def mlp(dims: list[int], last_activation: bool) -> nn.Sequential:
@@ -199,6 +199,8 @@ class SideEncoder(nn.Module):
     columns (mean network, then variance network) and ``obs_rest_var``/``lat_rest_var`` are the
     variance network's layers 1..L'. ``sparse_grad``: the first-layer tables (``w0``, ``phi0``)
     get row-sparse gradients in training (for a lazy optimiser; see the model's ``sparse_update``).
+    ``var_floor``: the posterior variance is ``var_floor + (1 - var_floor) sigmoid(.)``
+    (:func:`~xfvae.models.attention.bounded_variance`; 0 = the paper's sigmoid).
     """
 
     def __init__(
@@ -217,8 +219,10 @@ class SideEncoder(nn.Module):
         attention_merge: str,
         separate_variance: bool = False,
         sparse_grad: bool = False,
+        var_floor: float = 0.0,
     ):
         super().__init__()
+        self.var_floor = float(var_floor)
         if not (use_data_input or use_cross_feedback):
             raise ValueError("xfvae needs use_data_input or use_cross_feedback (both are false)")
         self.n_cols, self.dim = n_cols, dim
@@ -253,7 +257,9 @@ class SideEncoder(nn.Module):
                     "attention needs the cross-fed embeddings: set attention=none when "
                     "use_cross_feedback=false"
                 )
-            self.attention = PosteriorAttention(dim, attention, attention_norm, attention_merge)
+            self.attention = PosteriorAttention(
+                dim, attention, attention_norm, attention_merge, var_floor
+            )
 
     def latent_table(self, keys: Tensor) -> Tensor:
         """P_j = v_j^T Phi_0[j] for all N entries ([N, M])."""
@@ -319,7 +325,7 @@ class SideEncoder(nn.Module):
             mu, var_logit = self.head_mu(s), self.head_var(s_v)
         if self.attention is not None:  # Eq. 9-10
             return self.attention(mu, var_logit, keys, rows)
-        return mu, torch.sigmoid(var_logit)
+        return mu, bounded_variance(var_logit, self.var_floor)
 
     def forward(
         self, rows: RowSlice, keys: Tensor, table: Tensor | None = None

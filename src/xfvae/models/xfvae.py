@@ -74,6 +74,9 @@ class CrossFeedbackVAE(nn.Module):
         sparse_update: the first-layer tables (W_0, Phi_0 of both sides, most of the parameters)
             get row-sparse gradients holding only the rows the block touched; needs an optimiser
             that takes them (``xfvae.models.lazy_adam.LazyAdam``: a lazy Adam, a deviation).
+        var_floor: the posterior variances are ``var_floor + (1 - var_floor) sigmoid(.)`` instead
+            of the paper's ``sigmoid(.)`` (0): a float32 sigmoid underflows to 0, and log 0 in the
+            KL made searched configurations diverge (a deviation; README).
         eval_chunk: rows per chunk when encoding all users / items (resampling, prediction).
     """
 
@@ -105,6 +108,7 @@ class CrossFeedbackVAE(nn.Module):
         predict_latent: str = "sample",
         separate_variance: bool = False,
         sparse_update: bool = False,
+        var_floor: float = 1e-6,
         eval_chunk: int = 2048,
     ):
         super().__init__()
@@ -147,6 +151,7 @@ class CrossFeedbackVAE(nn.Module):
             attention_merge=attention_merge,
             separate_variance=separate_variance,
             sparse_grad=sparse_update,
+            var_floor=var_floor,
         )
         self.user_encoder = SideEncoder(n_cols=data.n_items, **shared)  # q(u_i | X_i, V_i)
         self.item_encoder = SideEncoder(n_cols=data.n_users, **shared)  # q(v_j | X_j, U_j)
