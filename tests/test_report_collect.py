@@ -168,3 +168,19 @@ def test_metrics_json_values_override_config(tmp_path):
     )
     row = collect(run).iloc[0]
     assert (row["data"], row["seed"]) == ("ml-1m", 5)
+
+
+def test_tuning_runs_are_validation_only_and_never_enter_a_report(tmp_path):
+    """A tuning trial (evaluation.test=false) has metrics but no test result: collect marks it,
+    select leaves it out and says why when nothing else is there."""
+    cfg = fx.run_config("mf", "ml-100k", 0) | {"evaluation": {"test": False}}
+    metrics = fx.run_metrics("mf", "ml-100k", 0, SCORES)
+    fx.write_run(tmp_path / "logs" / "tune" / "0", cfg, metrics)
+    ncf = fx.run_metrics("ncf", "ml-100k", 0, SCORES)
+    fx.write_run(tmp_path / "logs" / "train" / "0", fx.run_config("ncf", "ml-100k", 0), ncf)
+    df = collect(tmp_path / "logs")
+    assert sorted(df["status"]) == ["complete", "validation_only"]
+    assert "evaluation.test=false" in df.loc[df["status"] == "validation_only", "error"].item()
+    assert list(select(df)["model"]) == ["ncf"]
+    with pytest.raises(ValueError, match="validation_only"):
+        select(df[df["status"] == "validation_only"])

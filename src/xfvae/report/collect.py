@@ -5,7 +5,8 @@ A run is any directory holding ``.hydra/config.yaml`` (single runs and Hydra mul
 run without ``metrics.json`` is kept with ``status = "incomplete"`` (crashed or still running), one
 whose ``metrics.json`` belongs to another configuration than the config beside it (same
 :func:`xfvae.provenance.config_hash`) with ``status = "stale"``, and one whose files cannot be read
-with ``status = "invalid"``, so nothing disappears or passes as new silently. Runs written before
+with ``status = "invalid"``, and a tuning run (``evaluation.test=false``: it never evaluated the test
+split) with ``status = "validation_only"``, so nothing disappears or passes as new silently. Runs written before
 the hash scheme ``config_hash_scheme`` existed are not checked.
 
 ``run_dir`` is written relative to the folder of the results CSV, so the CSV and the runs can move
@@ -121,6 +122,14 @@ def read_run(run_dir: str | os.PathLike) -> dict:
             ),
         )
         return row
+    if _config_value(cfg, "evaluation.test") is False:  # a tuning trial: never saw the test split
+        row.update(
+            status="validation_only",
+            error=(
+                f"{run_dir}: evaluation.test=false (a tuning trial or re-run): validation metrics "
+                "only, no test result"
+            ),
+        )
     for key, value in metrics.items():
         if key in _ID_KEYS:
             if value is not None:
@@ -224,9 +233,12 @@ def select(
     if models:
         out = out[out["model"].isin(list(models))]
     if out.empty:
+        states = df["status"].fillna("complete").value_counts().to_dict()
         raise ValueError(
             f"no complete runs for experiment={experiment!r} data={data} models={models}; "
-            f"experiments present: {sorted(experiments.unique())}"
+            f"experiments present: {sorted(experiments.unique())}; runs by status: {states} "
+            "(validation_only runs are tuning trials; train runs or a make reproduce-* target "
+            "produce test results)"
         )
     if "finished_at" in out:
         out = out.sort_values("finished_at", kind="stable", na_position="first")
