@@ -81,14 +81,14 @@ reproduce-table1: install ## Table 1: data set statistics beside the paper's
 # TUNE_ARGS: more key=value settings (conf/tune.yaml) or trial overrides (e.g. trainer=gpu).
 .PHONY: tune tune-all
 DATA ?= ml-100k
-BUDGET ?= 50
+BUDGET ?= 20
 TUNE_MODELS ?= mf ncf cnncf urec irec vaecf daecf bpmf xfvae \
 	xfvae_no_data_input xfvae_no_cross_feedback xfvae_no_attention
-tune: install data ## tune one model: make tune MODEL=mf DATA=ml-100k BUDGET=50
+tune: install data ## tune one model: make tune MODEL=mf DATA=ml-100k BUDGET=20
 	@test -n "$(MODEL)" || { echo "make tune needs MODEL=<name> (one of: $(TUNE_MODELS))"; exit 2; }
 	$(BIN)/python -m xfvae.tune model=$(MODEL) data=$(DATA) budget=$(BUDGET) $(TUNE_ARGS)
 
-tune-all: install data ## tune every model and Table 4 row with the same BUDGET (default 50)
+tune-all: install data ## tune every model and Table 4 row with the same BUDGET (default 20)
 	for m in $(TUNE_MODELS); do \
 	  $(BIN)/python -m xfvae.tune model=$$m data=$(DATA) budget=$(BUDGET) $(TUNE_ARGS) || exit $$?; \
 	done
