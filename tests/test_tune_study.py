@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -24,6 +26,7 @@ from optuna.trial import TrialState
 
 from xfvae import CONF_DIR
 from xfvae.data.datamodule import RatingsDataModule
+from xfvae.signals import RunInterrupted
 from xfvae.tune import study as study_mod
 from xfvae.tune import trials as trials_mod
 from xfvae.tune.driver import compose_tune, tune
@@ -179,6 +182,69 @@ def test_a_study_whose_worker_died_mid_trial_resumes_to_its_budget(tmp_path):
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(done) == 3 and len(trials) == 4
     assert len({tuple(t.user_attrs["overrides"]) for t in done}) == 3
+
+
+class StopAtEpoch(pl.Callback):
+    """A stop signal noticed at the end of epoch ``epoch`` (as SignalStop raises it)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise RunInterrupted(signal.SIGTERM)
+
+
+def test_a_stopped_trial_resumes_from_its_checkpoint_with_its_curve(tmp_path, monkeypatch):
+    """SIGTERM in trial 0's fifth epoch: the trial is failed (it does not count) and queued again;
+    the study run again trains it on from checkpoints/last.ckpt in the same run folder with the
+    same values, the pruner sees the whole curve, and the study ends with its budget."""
+    args = tiny_args(tmp_path, "model=mf", "budget=2", "selection.top_k=1", *TINY, epochs=8)
+    train = trials_mod.train
+    runs = []
+
+    def stopped(cfg, callbacks=()):
+        return train(cfg, callbacks=[*callbacks, StopAtEpoch(4)])
+
+    def recorded(cfg, callbacks=()):
+        out = train(cfg, callbacks=callbacks)
+        runs.append((Path(cfg.paths.output_dir).name, out["resumed_from"]))
+        return out
+
+    monkeypatch.setattr(trials_mod, "train", stopped)
+    with pytest.raises(RunInterrupted):
+        tune(compose_tune(args))
+    first = journal(tmp_path).get_trials()[0]
+    assert first.state == TrialState.FAIL and "SIGTERM" in first.user_attrs["interrupted"]
+    assert (tmp_path / "store/runs/0/checkpoints/last.ckpt").is_file()
+
+    monkeypatch.setattr(trials_mod, "train", recorded)
+    tune(compose_tune(args))
+    trials = journal(tmp_path).get_trials()
+    again = trials[1]
+    assert again.user_attrs["continues"] == 0 and again.state == TrialState.COMPLETE
+    assert again.params == first.params and again.user_attrs["run_dir"].endswith("runs/0")
+    assert runs[0] == ("0", "checkpoints/last.ckpt"), "trained on from the checkpoint"
+    assert sorted(again.intermediate_values)[: len(first.intermediate_values)] == sorted(
+        first.intermediate_values
+    ) and len(again.intermediate_values) > len(first.intermediate_values)
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 2 and len(trials) == 3
+
+
+def test_a_trial_that_raised_is_not_queued_again(tmp_path):
+    ctx = make_context(compose_tune(tiny_args(tmp_path, "model=mf", "budget=2", *TINY)))
+    search_study, _ = open_studies(ctx)
+    for attrs in ({"error": "ValueError()"}, {"diverged": "nan loss"}, {}):
+        t = search_study.ask()
+        ctx.space.sample(t)
+        for k, v in {"overrides": ["x=1"], **attrs}.items():
+            t.set_user_attr(k, v)
+        search_study.tell(t, state=TrialState.FAIL)
+    trials_mod.queue_stopped(ctx, search_study)
+    queued = search_study.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs["continues"] for t in queued] == [2], "only the stopped one"
+    trials_mod.queue_stopped(ctx, search_study)
+    assert len(search_study.get_trials(states=(TrialState.WAITING,))) == 1, "queued once"
 
 
 def test_another_hosts_trial_is_dead_only_after_its_heartbeat_goes_stale():

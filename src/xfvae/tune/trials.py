@@ -1,9 +1,15 @@
 """Running trials against the shared study: the search loop (seed 0, pruned, until the budget
 has finished) and the selection's re-runs (queued jobs, each run once by whichever worker takes
-it). A trial records its owner, heartbeat, overrides, run folder and outcome as user attributes."""
+it). A trial records its owner, heartbeat, overrides, run folder and outcome as user attributes.
+
+A search trial stopped from outside (a stop signal, or its process found dead) is not a verdict
+on its configuration: it is failed (it does not count) and queued again with the same values and
+run folder, so the next worker resumes it from ``checkpoints/last.ckpt`` with its pruning curve.
+A trial that raised (``error``) or diverged is not queued again."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
@@ -37,8 +43,11 @@ class _Failures:
         try:
             run(*args)
         except BaseException as e:
+            stopped = isinstance(e, RunInterrupted) or not isinstance(e, Exception)
+            with contextlib.suppress(Exception):  # the trial may be finished already
+                trial.set_user_attr("interrupted" if stopped else "error", repr(e)[:300])
             trial.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            if isinstance(e, RunInterrupted) or not isinstance(e, Exception):
+            if stopped:
                 raise  # a stop signal or Ctrl-C ends the worker
             self.count += 1
             log.exception("%s %d failed (marked FAIL; it does not count)", self.what, trial.number)
@@ -106,8 +115,31 @@ def _fit(ctx: Context, trial: optuna.Trial, params: list[str], seed: int, out: P
     return metrics, reporter
 
 
+def queue_stopped(ctx: Context, study: optuna.Study) -> None:
+    """Queue every stopped, not yet continued search trial again (call under :func:`locked`)."""
+    trials = study.get_trials(deepcopy=False)
+    continued = {t.user_attrs.get("continues") for t in trials}
+    for t in trials:
+        a = t.user_attrs
+        if (
+            t.state != TrialState.FAIL
+            or t.number in continued
+            or "overrides" not in a  # stopped before its values were drawn: nothing to go on with
+            or "error" in a
+            or "diverged" in a
+        ):
+            continue
+        run_dir = a.get(
+            "resume_dir", a.get("run_dir", str(ctx.storage_dir / "runs" / str(t.number)))
+        )
+        study.enqueue_trial(t.params, user_attrs={"continues": t.number, "resume_dir": run_dir})
+        log.info(
+            "%s trial %d was stopped: queued again to resume from %s", ctx.name, t.number, run_dir
+        )
+
+
 def run_search_trial(ctx: Context, study: optuna.Study, trial: optuna.Trial) -> None:
-    labels = ctx.space.sample(trial)
+    labels = ctx.space.sample(trial)  # a queued continuation's values are fixed: the same ones
     params = ctx.space.overrides(labels)
     trial.set_user_attr("choices", labels)
     trial.set_user_attr("overrides", params)
@@ -122,9 +154,14 @@ def run_search_trial(ctx: Context, study: optuna.Study, trial: optuna.Trial) -> 
     if twin is not None:  # TPE proposed a finished configuration again: same outcome, no training
         _copy_outcome(study, trial, twin)
         return
-    metrics, reporter = _fit(
-        ctx, trial, params, int(ctx.cfg.seed), ctx.storage_dir / "runs" / str(trial.number), True
-    )
+    out = ctx.storage_dir / "runs" / str(trial.number)
+    stopped = trial.user_attrs.get("continues")
+    if stopped is not None:  # resume the stopped trial's run; its curve so far is the pruner's
+        out = Path(trial.user_attrs["resume_dir"])
+        curve = study.get_trials(deepcopy=False)[stopped].intermediate_values
+        for step, v in sorted(curve.items()):
+            trial.report(v, step)
+    metrics, reporter = _fit(ctx, trial, params, int(ctx.cfg.seed), out, True)
     if metrics is None or reporter.pruned_at is not None:
         if reporter.pruned_at is not None:
             trial.set_user_attr("pruned_at", reporter.pruned_at)
@@ -171,6 +208,7 @@ def search(ctx: Context, search_study: optuna.Study) -> None:
             running = sum(t.state == TrialState.RUNNING for t in trials)
             if done >= budget:
                 return
+            queue_stopped(ctx, search_study)
             trial = _start(search_study) if done + running < budget else None
         if trial is None:
             if said != (done, running):
