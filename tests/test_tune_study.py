@@ -229,6 +229,8 @@ def test_a_stopped_trial_resumes_from_its_checkpoint_with_its_curve(tmp_path, mo
         first.intermediate_values
     ) and len(again.intermediate_values) > len(first.intermediate_values)
     assert [t.state for t in trials].count(TrialState.COMPLETE) == 2 and len(trials) == 3
+    table = pd.read_csv(tmp_path / "results/trials.csv").set_index("trial")
+    assert table.loc[1, "continues"] == 0 and "SIGTERM" in table.loc[0, "failed"]
 
 
 def test_a_trial_that_raised_is_not_queued_again(tmp_path):

@@ -92,7 +92,8 @@ def trials_table(
             epochs=a.get("epochs"),
             pruned_at=a.get("pruned_at"),
             duplicate_of=a.get("duplicate_of"),
-            failed=a.get("reaped") or a.get("diverged"),
+            continues=a.get("continues"),
+            failed=a.get("reaped") or a.get("interrupted") or a.get("error") or a.get("diverged"),
             config_hash=a.get("config_hash"),
             overrides=" ".join(a.get("overrides", [])),
         )
