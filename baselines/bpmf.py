@@ -16,6 +16,9 @@ Deviations from the paper:
   (a sliding window over the chain); ``n_samples >= max_epochs - burn_in`` keeps them all.
 * Ratings are centred by the training mean (as the authors' code does; the paper leaves it open).
 * The Gibbs arithmetic runs in float64; U, V and the kept samples are stored in float32.
+* Early stopping (the loop's, as for every model) starts counting after the burn-in
+  (``warmup_epochs``); otherwise on sparse data the noisy single samples of the burn-in end the
+  run before any sample is averaged.
 """
 
 from __future__ import annotations
@@ -135,6 +138,12 @@ class BPMF(nn.Module):
             ind_u, ind_i, res_u, res_i = mats
             self._sparse = {str(dev): (ind_u, res_u, ind_i, res_i)}
         return self._sparse[str(dev)]
+
+    @property
+    def warmup_epochs(self) -> int:
+        """Early stopping counts from the end of the burn-in: before it the predictions are single
+        samples, which on sparse data score worse than the initial all-mean prediction."""
+        return self.burn_in if self.n_samples > 0 else 0
 
     @torch.no_grad()
     def fit_epoch(self, epoch: int) -> float:

@@ -130,3 +130,35 @@ def test_gibbs_chain_is_reproducible_and_has_no_gradient_loss():
     torch.testing.assert_close(chain(0), chain(0), rtol=0, atol=0)
     with pytest.raises(RuntimeError, match="Gibbs"):
         BPMF(data).loss({})
+
+
+SPARSE = [
+    "model=bpmf",
+    "data=synthetic",
+    "data.options.n_users=300",
+    "data.options.n_items=200",
+    "data.options.density=0.02",
+    "model.net.dim=10",
+    "model.net.init_std=0.5",
+    "model.net.burn_in=8",
+    "model.patience=3",
+    "trainer.max_epochs=40",
+    "seed=0",
+]
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_early_stopping_waits_for_the_burn_in_on_sparse_data(warmup, cfg_factory, monkeypatch):
+    """On sparse data the burn-in's single samples score worse than the first, all-mean prediction:
+    counted, they would stop BPMF after `patience` sweeps, before any sample is averaged (what
+    happened at 1-10 % of ML-100K). Its burn-in is a warm-up: patience starts when it ends."""
+    from xfvae.train import train
+
+    if not warmup:  # what the loop did before: every epoch counts
+        monkeypatch.setattr(BPMF, "warmup_epochs", property(lambda self: 0))
+    metrics = train(cfg_factory(*SPARSE))
+    if warmup:
+        assert metrics["epochs"] >= 8 + 3 + 1, "patience counts from the end of the burn-in"
+        assert metrics["best_epoch"] >= 8, "an average of samples beats the burn-in's single ones"
+    else:
+        assert metrics["epochs"] == 3 + 1 and metrics["best_epoch"] == 0, "the defect, shown"

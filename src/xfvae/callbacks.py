@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import EMAWeightAveraging
+from pytorch_lightning.callbacks import EarlyStopping, EMAWeightAveraging
 
 warnings.filterwarnings("ignore", message=r".*WeightAveraging callback, but loading a checkpoint.*")
 
@@ -28,3 +28,35 @@ class EMAWeights(EMAWeightAveraging):
         super().teardown(trainer, pl_module, stage)
         if stage == "fit":
             self._average_model = None
+
+
+def warmup_epochs(pl_module: pl.LightningModule) -> int:
+    """The model's ``warmup_epochs`` (xfvae.models.base): epochs whose validation score says
+    nothing about the model yet (BPMF's burn-in), 0 for most models."""
+    return int(getattr(getattr(pl_module, "net", None), "warmup_epochs", 0) or 0)
+
+
+class WarmupEarlyStopping(EarlyStopping):
+    """Lightning's ``EarlyStopping``, except that the model's warm-up epochs do not count: neither
+    their scores nor their lack of improvement, so patience starts when the warm-up ends. The best
+    checkpoint still considers every epoch. Its checkpoint state is Lightning's (same key)."""
+
+    @property
+    def state_key(self) -> str:
+        return super().state_key.replace(type(self).__qualname__, EarlyStopping.__qualname__, 1)
+
+    def _run_early_stopping_check(self, trainer: pl.Trainer) -> None:
+        if trainer.current_epoch < warmup_epochs(trainer.lightning_module):
+            return
+        super()._run_early_stopping_check(trainer)
+
+
+def with_warmup(callbacks: list[pl.Callback], net: object) -> list[pl.Callback]:
+    """The configured early stopping made to skip ``net.warmup_epochs`` (no-op for most models;
+    the configuration, hence the run's identity, is unchanged: the model's own settings, e.g.
+    BPMF's ``burn_in``, decide the warm-up)."""
+    if int(getattr(net, "warmup_epochs", 0) or 0) > 0:
+        for cb in callbacks:
+            if type(cb) is EarlyStopping:
+                cb.__class__ = WarmupEarlyStopping  # same state, one method more
+    return callbacks

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from xfvae import CONF_DIR
+from xfvae.callbacks import with_warmup
 from xfvae.evaluation import test_metrics
 from xfvae.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from xfvae.module import RatingTask
@@ -114,11 +115,12 @@ def _fit_and_test(
     # The callbacks group (checkpointing, early stopping, ...) plus the model's own (model.callbacks,
     # e.g. weight averaging that belongs to its recipe), the caller's, and the signal stop.
     stop = SignalStop()
-    callbacks = (
+    callbacks = with_warmup(  # a model's warm-up epochs (BPMF's burn-in) do not count for stopping
         _instantiate_group(cfg.get("callbacks"))
         + _instantiate_group(cfg.model.get("callbacks"))
         + extra_callbacks
-        + [stop]
+        + [stop],
+        net,
     )
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=_instantiate_group(cfg.get("logger")) or False

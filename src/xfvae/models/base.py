@@ -38,6 +38,9 @@ Optional hooks, called by the loop when present:
     e.g. Algorithm 1 builds the latent inputs at epoch start and resamples U, V at epoch end.
 ``fit_epoch(self, epoch) -> float``
     For ``batch_kind == "none"``: do one epoch of non-gradient training, return its loss.
+``warmup_epochs: int`` (attribute, default 0)
+    Epochs at the start whose validation score early stopping and the tuner's pruner ignore
+    (BPMF: its burn-in, whose predictions are single Gibbs samples, not the posterior mean).
 ``automatic_optimization: bool`` (class attribute, default True)
     False for models with no optimiser (the loop then skips ``configure_optimizers``).
 

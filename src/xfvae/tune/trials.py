@@ -20,6 +20,7 @@ import optuna
 import pytorch_lightning as pl
 from optuna.trial import FrozenTrial, TrialState
 
+from xfvae.callbacks import warmup_epochs
 from xfvae.module import NonFiniteLossError
 from xfvae.provenance import config_hash, git_commit
 from xfvae.signals import RunInterrupted
@@ -76,6 +77,8 @@ class TrialReporter(pl.Callback):
             self._beat = time.time()
             self.trial.set_user_attr("heartbeat", self._beat)
         value = trainer.callback_metrics.get("val/rmse")
+        if trainer.current_epoch < warmup_epochs(pl_module):
+            return  # a warm-up epoch (BPMF's burn-in) is no evidence against the trial
         if not self.prune or value is None or not math.isfinite(float(value)):
             return  # early stopping (check_finite) ends a diverged run
         self.trial.report(float(value), step=trainer.current_epoch)
