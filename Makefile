@@ -69,7 +69,7 @@ reproduce-all: install data ## every artifact: Tables 1, 3, 4 and Figures 2, 3, 
 	rc=0; for t in reproduce-table1 reproduce-table3 reproduce-table4 reproduce-figure3 \
 	  reproduce-figure4; do $(MAKE) --no-print-directory $$t || rc=1; done; exit $$rc
 
-check-defaults: install ## every model's default on two synthetic shapes unlike ML-100K: ends by early stopping?
+check-defaults: install ## every model's default on three synthetic shapes unlike ML-100K: ends by early stopping?
 	SEEDS=$${SEEDS:-0} bash experiments/defaults.sh
 
 reproduce-table1: install ## Table 1: data set statistics beside the paper's

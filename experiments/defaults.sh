@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Every model's default config (conf/model/, not the tuned ones) on synthetic shapes unlike ML-100K:
 # does training end by early stopping, well before the cap? Env: MODELS, DATASETS (default
-# "synthetic-dense synthetic-sparse"), SEEDS (default 0), TRAINER, LAUNCHER, FRESH (common.sh).
+# "synthetic-dense synthetic-tall synthetic-sparse"), SEEDS (default 0), TRAINER, LAUNCHER, FRESH (common.sh).
 EXPERIMENT=defaults
-DATASETS=${DATASETS:-synthetic-dense synthetic-sparse}
+DATASETS=${DATASETS:-synthetic-dense synthetic-tall synthetic-sparse}
 SEEDS=${SEEDS:-0}
 source "$(dirname "$0")/common.sh"
 MODELS=${MODELS:-xfvae cnncf bpmf irec mf ncf urec vaecf daecf}  # longest first: sweeps run side by side
