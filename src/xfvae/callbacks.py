@@ -30,10 +30,11 @@ class EMAWeights(EMAWeightAveraging):
             self._average_model = None
 
 
-def warmup_epochs(pl_module: pl.LightningModule) -> int:
+def warmup_epochs(model: object) -> int:
     """The model's ``warmup_epochs`` (xfvae.models.base): epochs whose validation score says
-    nothing about the model yet (BPMF's burn-in), 0 for most models."""
-    return int(getattr(getattr(pl_module, "net", None), "warmup_epochs", 0) or 0)
+    nothing about the model yet (BPMF's burn-in), 0 for most models. ``model`` is the net or the
+    LightningModule holding it (``.net``)."""
+    return int(getattr(getattr(model, "net", model), "warmup_epochs", 0) or 0)
 
 
 class WarmupEarlyStopping(EarlyStopping):
@@ -51,12 +52,11 @@ class WarmupEarlyStopping(EarlyStopping):
         super()._run_early_stopping_check(trainer)
 
 
-def with_warmup(callbacks: list[pl.Callback], net: object) -> list[pl.Callback]:
-    """The configured early stopping made to skip ``net.warmup_epochs`` (no-op for most models;
-    the configuration, hence the run's identity, is unchanged: the model's own settings, e.g.
-    BPMF's ``burn_in``, decide the warm-up)."""
-    if int(getattr(net, "warmup_epochs", 0) or 0) > 0:
-        for cb in callbacks:
-            if type(cb) is EarlyStopping:
-                cb.__class__ = WarmupEarlyStopping  # same state, one method more
+def with_warmup(callbacks: list[pl.Callback]) -> list[pl.Callback]:
+    """The configured early stopping made to skip the model's warm-up epochs (none for most
+    models). Done here rather than in ``conf/callbacks`` so that no configuration, hence no run's
+    identity, changes: the model's own settings (BPMF's ``burn_in``) decide the warm-up."""
+    for cb in callbacks:
+        if type(cb) is EarlyStopping:
+            cb.__class__ = WarmupEarlyStopping  # same state, one method more
     return callbacks

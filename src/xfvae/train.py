@@ -119,8 +119,7 @@ def _fit_and_test(
         _instantiate_group(cfg.get("callbacks"))
         + _instantiate_group(cfg.model.get("callbacks"))
         + extra_callbacks
-        + [stop],
-        net,
+        + [stop]
     )
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=_instantiate_group(cfg.get("logger")) or False

@@ -118,6 +118,10 @@ def _fit(ctx: Context, trial: optuna.Trial, params: list[str], seed: int, out: P
     return metrics, reporter
 
 
+def _run_dir(ctx: Context, number: int) -> Path:
+    return ctx.storage_dir / "runs" / str(number)
+
+
 def queue_stopped(ctx: Context, study: optuna.Study) -> None:
     """Queue every stopped, not yet continued search trial again (call under :func:`locked`)."""
     trials = study.get_trials(deepcopy=False)
@@ -132,9 +136,7 @@ def queue_stopped(ctx: Context, study: optuna.Study) -> None:
             or "diverged" in a
         ):
             continue
-        run_dir = a.get(
-            "resume_dir", a.get("run_dir", str(ctx.storage_dir / "runs" / str(t.number)))
-        )
+        run_dir = a.get("resume_dir", a.get("run_dir", str(_run_dir(ctx, t.number))))
         study.enqueue_trial(t.params, user_attrs={"continues": t.number, "resume_dir": run_dir})
         log.info(
             "%s trial %d was stopped: queued again to resume from %s", ctx.name, t.number, run_dir
@@ -157,7 +159,7 @@ def run_search_trial(ctx: Context, study: optuna.Study, trial: optuna.Trial) -> 
     if twin is not None:  # TPE proposed a finished configuration again: same outcome, no training
         _copy_outcome(study, trial, twin)
         return
-    out = ctx.storage_dir / "runs" / str(trial.number)
+    out = _run_dir(ctx, trial.number)
     stopped = trial.user_attrs.get("continues")
     if stopped is not None:  # resume the stopped trial's run; its curve so far is the pruner's
         out = Path(trial.user_attrs["resume_dir"])
