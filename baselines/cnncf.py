@@ -33,7 +33,9 @@ class ConvNCF(nn.Module):
     """Parameters: ``dim`` embedding size K, ``channels`` feature maps per conv layer, ``n_conv``
     number of conv layers (default: halve while K is even, log2 K layers for a power of two), ``reg`` L2 weight, ``init_std`` of the embeddings,
     ``predict_chunk`` pairs per forward pass in :meth:`predict` (default: as many as keep the
-    first feature maps near 2^25 values, since the K x K maps are the memory cost)."""
+    first feature maps near 2^20 values on a CPU, about 4 MB, so that they stay in its cache: 128
+    pairs at K = 32, measured 2.7x faster per pair on one thread than 4,096 pairs; near 2^25 values
+    on a GPU, where fewer, larger kernels pay)."""
 
     batch_kind = "triples"
 
@@ -56,8 +58,8 @@ class ConvNCF(nn.Module):
                 f"choose n_conv in 1..{max_conv} or a K that is a power of two (model.net.dim)"
             )
         self.reg = float(reg)
-        per_pair = channels * (dim // 2) ** 2
-        self.predict_chunk = int(predict_chunk or max(1, 2**25 // per_pair))
+        self.per_pair = channels * (dim // 2) ** 2
+        self.predict_chunk = int(predict_chunk) if predict_chunk else None
         self.p, self.q = (
             embedding(data.n_users, dim, init_std),
             embedding(data.n_items, dim, init_std),
@@ -78,7 +80,8 @@ class ConvNCF(nn.Module):
         return self.out(self.convs(interaction.unsqueeze(1)).flatten(1)).squeeze(-1)
 
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        step = self.predict_chunk
+        values = 2**20 if users.device.type == "cpu" else 2**25
+        step = self.predict_chunk or max(1, values // self.per_pair)
         if users.numel() == 0:
             return torch.zeros(0, device=users.device)
         return torch.cat(

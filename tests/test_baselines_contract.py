@@ -236,6 +236,18 @@ def test_convncf_layer_count_and_flattened_remainder(synth):
         ConvNCF(synth.train, dim=12, n_conv=3)  # 12 halves only twice exactly
 
 
+def test_convncf_prediction_does_not_depend_on_its_chunk_size(synth):
+    net = ConvNCF(synth.train, dim=16, channels=4).eval()
+    users = torch.arange(300) % synth.train.n_users
+    items = torch.arange(300) % synth.train.n_items
+    assert net.predict_chunk is None  # default: by the device's cache
+    default = net.predict(users, items)
+    net.predict_chunk = 7
+    chunked = net.predict(users, items)
+    assert torch.allclose(default, chunked, atol=1e-6)
+    assert not torch.allclose(default, default.mean().expand(300), atol=1e-3)  # not constant
+
+
 def test_ncf_variants_combine_their_towers(synth):
     gmf = NCF(synth.train, variant="gmf", gmf_dim=6)
     assert gmf.out.in_features == 6 and not hasattr(gmf, "tower")
