@@ -31,7 +31,8 @@ from xfvae.data.train_data import TrainData
 
 class ConvNCF(nn.Module):
     """Parameters: ``dim`` embedding size K, ``channels`` feature maps per conv layer, ``n_conv``
-    number of conv layers (default: halve while K is even, log2 K layers for a power of two), ``reg`` L2 weight, ``init_std`` of the embeddings,
+    number of conv layers (default: halve while K is even, log2 K layers for a power of two),
+    ``reg`` L2 weight, ``init_std`` of the embeddings,
     ``predict_chunk`` pairs per forward pass in :meth:`predict` (default: as many as keep the
     first feature maps near 2^20 values on a CPU, about 4 MB, so that they stay in its cache: 128
     pairs at K = 32, measured 2.7x faster per pair on one thread than 4,096 pairs; near 2^25 values
