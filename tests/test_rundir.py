@@ -176,3 +176,28 @@ def test_saved_config_is_written_for_runs_outside_hydra(tmp_path, cfg_factory):
     saved = OmegaConf.load(tmp_path / ".hydra" / "config.yaml")
     assert config_hash(saved) == json.loads((tmp_path / "metrics.json").read_text())["config_hash"]
     assert collect(tmp_path).iloc[0]["status"] == "complete"
+
+
+def test_git_commit_is_dirty_for_code_changes_not_for_regenerated_results(tmp_path, monkeypatch):
+    """A reproduce-* step rewrites committed results/ files: runs of the next step must still
+    name the clean commit, while an edited source file marks them '-dirty'."""
+    import xfvae.provenance as prov
+
+    def git(*args: str) -> str:
+        cmd = ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args]
+        return subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    for rel in ("src/model.py", "results/table3/t.md", "benchmarks/results/b.json"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("v1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "init")
+    head = git("rev-parse", "HEAD").strip()
+    monkeypatch.setattr(prov, "REPO_ROOT", tmp_path)
+    assert prov.git_commit() == head
+    (tmp_path / "results/table3/t.md").write_text("v2\n")
+    (tmp_path / "benchmarks/results/b.json").write_text("v2\n")
+    assert prov.git_commit() == head
+    (tmp_path / "src/model.py").write_text("v2\n")
+    assert prov.git_commit() == head + "-dirty"
