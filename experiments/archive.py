@@ -1,5 +1,7 @@
 """Copy the provenance of every run under ROOT (resolved config, overrides, metrics, history) into
-DEST, mirroring the folder layout; predictions and checkpoints stay in logs/ (too big for git)."""
+DEST, mirroring the folder layout; predictions and checkpoints stay in logs/ (too big for git).
+DEST is replaced as a whole, so it holds exactly the runs the regenerated tables come from (no
+stale folders of earlier runs or layouts)."""
 
 from __future__ import annotations
 
@@ -11,16 +13,21 @@ KEEP = (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.json", "history.
 
 
 def archive(root: Path, dest: Path) -> int:
+    staging = dest.with_name(dest.name + ".archiving")
+    shutil.rmtree(staging, ignore_errors=True)  # left by a killed call
+    staging.mkdir(parents=True)
     n = 0
     for cfg in sorted(root.rglob(".hydra/config.yaml")):
         run = cfg.parent.parent
         for rel in KEEP:
             src = run / rel
             if src.exists():
-                target = dest / run.relative_to(root) / rel
+                target = staging / run.relative_to(root) / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, target)
         n += 1
+    shutil.rmtree(dest, ignore_errors=True)
+    staging.rename(dest)
     return n
 
 
