@@ -141,7 +141,6 @@ def with_floor(res: dict, cost: dict, peaks: dict, n_blocks: int) -> dict:
 def timed_blocks(data, block, max_blocks, overrides=(), device="cpu", peaks=None) -> dict:
     """Algorithm 1 for one epoch (or its first ``max_blocks`` blocks) on ``data``, no loop."""
     import torch
-    from xfvae_floor import block_cost
 
     from xfvae.data.batches import BlockPlan, epoch_generator, iter_blocks
 
@@ -191,12 +190,18 @@ def timed_blocks(data, block, max_blocks, overrides=(), device="cpu", peaks=None
         res["seconds_per_epoch"] = time.perf_counter() - t0
     else:
         res["projected_epoch_seconds"] = res["seconds_per_block"] * n_blocks
+    return with_floor(res, net_block_cost(net, data, block), peaks, n_blocks)
+
+
+def net_block_cost(net, data, block: list[int]) -> dict:
+    """``xfvae_floor.block_cost`` of one (B_U x B_V) block of ``net`` on ``data``."""
+    from xfvae_floor import block_cost
+
     enc = net.user_encoder
     width = enc.first * (2 if enc.separate_variance else 1)
-    cost = block_cost(
+    return block_cost(
         data.n_users, data.n_items, data.n_ratings, *block, net.dim, width, net.attention
     )
-    return with_floor(res, cost, peaks, n_blocks)
 
 
 def cpu_clock():

@@ -62,14 +62,9 @@ def step(net, opt, block) -> None:
     opt.step()
 
 
-def sync(device: str) -> None:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def timed(net, opt, blocks, n: int, device: str) -> dict:
+    from bench_xfvae import sync
+
     sync(device)
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
@@ -90,6 +85,7 @@ def top(rows: list[dict], key: str, k: int = 12) -> list[dict]:
 
 def profiled(net, opt, blocks, n: int, device: str) -> dict:
     """Per-block operator, kernel and runtime-call counts and the top entries of a profile."""
+    from bench_xfvae import sync
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
@@ -130,13 +126,12 @@ def profiled(net, opt, blocks, n: int, device: str) -> dict:
     return out
 
 
-def graph_replay(net, cfg, block, n: int) -> dict:
-    """The step captured in one CUDA graph on a fixed block, replayed ``n`` times."""
+def graph_replay(net, opt, block, n: int) -> dict:
+    """The step captured in one CUDA graph on a fixed block, replayed ``n`` times, with a
+    capturable copy of the optimiser ``opt`` (same settings, fresh state)."""
     import torch
 
-    kw = {k: v for k, v in cfg.model.optimizer.items() if k not in ("_target_", "_partial_")}
-    kw.update(capturable=True)
-    opt = torch.optim.Adam(net.parameters(), **kw)
+    opt = type(opt)(net.parameters(), **{**opt.defaults, "capturable": True})
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up outside the capture (allocator, lazy init)
@@ -160,12 +155,12 @@ def graph_replay(net, cfg, block, n: int) -> dict:
 
 def run_case(name: str, data, device: str, args, tf32: bool = False) -> dict:
     import torch
-    from bench_xfvae import compose, default_net_and_optimizer, with_floor
-    from xfvae_floor import block_cost, device_peaks
+    from bench_xfvae import default_net_and_optimizer, net_block_cost, with_floor
+    from xfvae_floor import device_peaks
 
     from xfvae.data.batches import BlockPlan
 
-    n_users, n_items, n_ratings, b, attention = CASES[name]
+    b, attention = CASES[name][3:]
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
@@ -190,14 +185,11 @@ def run_case(name: str, data, device: str, args, tf32: bool = False) -> dict:
             res["profile_error"] = traceback.format_exc()[-1500:]
         if device == "cuda":
             try:
-                cfg = compose(["model=xfvae", f"model.batch_size=[{b},{b}]", *over])
-                res["cuda_graph"] = graph_replay(net, cfg, next(blocks), args.blocks)
+                res["cuda_graph"] = graph_replay(net, opt, next(blocks), args.blocks)
             except Exception:
                 res["cuda_graph_error"] = traceback.format_exc()[-1500:]
-    enc = net.user_encoder
-    width = enc.first * (2 if enc.separate_variance else 1)
-    cost = block_cost(n_users, n_items, n_ratings, b, b, net.dim, width, net.attention)
     res["seconds_per_block"] = res["eager"]["ms_per_block"] / 1e3
+    cost = net_block_cost(net, data, [b, b])
     res = with_floor(res, cost, device_peaks(device), res["blocks_per_epoch"])
     if device == "cuda":
         res["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -218,7 +210,7 @@ def main() -> None:
     p.add_argument("--tag", default="")
     a = p.parse_args()
     import torch
-    from bench_xfvae import synthetic_train_data
+    from bench_xfvae import load, synthetic_train_data
 
     from xfvae.io import atomic_write_json
 
@@ -229,27 +221,27 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+        "load_avg_start": load(),
         "cases": [],
     }
     path = HERE / "results" / f"profile_xfvae_{a.device}{'_' + a.tag if a.tag else ''}.json"
-    data_cache: dict[tuple, object] = {}
+    data, data_shape = None, None  # consecutive cases of one shape share their data
     for name in a.cases:  # NAME+tf32: the eager timing with TF32 matrix products (cuda)
         base, tf32 = name.removesuffix("+tf32"), name.endswith("+tf32")
         shape = CASES[base][:3]
         t0 = time.perf_counter()
-        if shape not in data_cache:
-            data_cache.clear()  # one ML-20M-sized data set at a time
+        if shape != data_shape:
+            data = None  # freed before the next is built: one ML-20M-sized data set at a time
             data = synthetic_train_data(shape[2], shape[0], shape[1])
             _ = data.csr, data.csr_t
-            data_cache[shape] = data
+            data_shape = shape
         try:
-            res = run_case(base, data_cache[shape], a.device, a, tf32=tf32)
+            res = run_case(base, data, a.device, a, tf32=tf32)
         except Exception:
             res = {"case": name, "error": traceback.format_exc()[-2000:]}
         res["case_seconds"] = round(time.perf_counter() - t0, 1)
         out["cases"].append(res)
-        out["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+        out["load_avg_end"] = load()
         atomic_write_json(path, out)  # after every case: a timed-out run keeps what it measured
         brief = {k: res.get(k) for k in ("case", "tf32", "eager", "cuda_graph", "error")}
         print(json.dumps(brief), flush=True)
