@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 data: install ## fetch and verify the default data set (ML-100K)
-	$(BIN)/python -m xfvae.data.stats data=ml-100k
+	$(BIN)/python -m xfvae.data.describe data=ml-100k
 
 test: install data ## run the default test suite (not the `slow` ones) and print its duration
 	@start=$$(date +%s); $(BIN)/python -m pytest; rc=$$?; \
@@ -73,7 +73,7 @@ check-defaults: install ## every model's default on three synthetic shapes unlik
 	SEEDS=$${SEEDS:-0} bash experiments/defaults.sh
 
 reproduce-table1: install ## Table 1: data set statistics beside the paper's
-	for d in $${DATASETS:-ml-100k}; do $(BIN)/python -m xfvae.data.stats data=$$d; done
+	for d in $${DATASETS:-ml-100k}; do $(BIN)/python -m xfvae.data.describe data=$$d; done
 
 # Equal-budget tuning (README "Tuning (equal budget)"): one study, or every Table 3 model and the
 # Table 4 rows with the same budget. Resumable: re-run the same command after an interruption;

@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 ROOT = HERE.parent
 EMA = [
-    "++model.callbacks.ema._target_=xfvae.callbacks.EMAWeights",
+    "++model.callbacks.ema._target_=xfvae.training.callbacks.EMAWeights",
     "++model.callbacks.ema.decay=0.995",
 ]
 # (name, users, items, density) from ML-100K's shape to ML-1M's (geometric steps)
@@ -425,7 +425,7 @@ def main() -> None:
     p.add_argument("--tag", default="", help="suffix of the results file")
     a = p.parse_args()
     sys.path.insert(0, str(ROOT))
-    from xfvae.io import atomic_write_json
+    from xfvae.runs.atomic import atomic_write_json
 
     started, t = load(), a.threads[0]
     if a.part == "ml100k":

@@ -148,7 +148,7 @@ def main() -> None:
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
         runs = list(pool.map(lambda j: run_one(*j, a.rerun), jobs))
     sys.path.insert(0, str(ROOT / "src"))
-    from xfvae.io import atomic_write_json
+    from xfvae.runs.atomic import atomic_write_json
 
     out = {
         "part": a.part,

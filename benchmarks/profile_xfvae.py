@@ -212,7 +212,7 @@ def main() -> None:
     import torch
     from bench_xfvae import load, synthetic_train_data
 
-    from xfvae.io import atomic_write_json
+    from xfvae.runs.atomic import atomic_write_json
 
     torch.set_num_threads(a.threads)
     out = {

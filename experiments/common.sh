@@ -9,7 +9,7 @@
 #
 # Runs go to a stable folder per experiment, logs/<experiment>/<data>/<name>/<job>, so running the
 # same target again skips complete jobs, resumes killed ones from their last.ckpt and runs the
-# rest (xfvae.rundir). Failed jobs do not stop the target: it finishes the others, then prints
+# rest (xfvae.runs.rundir). Failed jobs do not stop the target: it finishes the others, then prints
 # one summary and exits non-zero.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,7 +24,7 @@ export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
 export PYTHONHASHSEED=0  # scikit-posthocs draws CD-diagram bars in set order: same bytes every run
 : "${EXPERIMENT:?set EXPERIMENT before sourcing common.sh}"
 RUNS=${RUNS:-logs/$EXPERIMENT}
-STARTED=$($PY -c 'from xfvae.sweep import now; print(now())')
+STARTED=$($PY -c 'from xfvae.runs.sweep import now; print(now())')
 FAILED_SWEEPS=()
 PIDS=()
 NAMES=()
@@ -86,7 +86,7 @@ archive() {
 # finish: one summary of every job this invocation ran, skipped, resumed or lost; exit status
 finish() {
   wait_sweeps
-  $PY -m xfvae.sweep $(data_roots) --since "$STARTED"
+  $PY -m xfvae.runs.sweep $(data_roots) --since "$STARTED"
   local rc=$?
   if [ ${#FAILED_SWEEPS[@]} -gt 0 ]; then
     echo "sweeps with failures: ${FAILED_SWEEPS[*]}" >&2

@@ -8,8 +8,8 @@ import argparse
 
 import pandas as pd
 
-from xfvae.io import atomic_write_text
 from xfvae.report.collect import load_results
+from xfvae.runs.atomic import atomic_write_text
 
 COLUMNS = {
     "model": "model",

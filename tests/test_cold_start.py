@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from xfvae.cold_start import ColdStart, damped_biases
 from xfvae.data.train_data import TrainData
+from xfvae.scoring.cold_start import ColdStart, damped_biases
 
 
 def data():

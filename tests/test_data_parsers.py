@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from xfvae.data import DataFormatError, load_csv_split, load_ratings
+from xfvae.data.describe import main as stats_main
+from xfvae.data.describe import table
 from xfvae.data.loading import rating_scale
 from xfvae.data.parsers import parse_ratings
 from xfvae.data.registry import AMAZON_2018_COLUMNS
-from xfvae.data.stats import main as stats_main
-from xfvae.data.stats import table
 
 # (format, file text, columns, scale, expected rows as (user, item, rating, timestamp))
 UPSTREAM = {

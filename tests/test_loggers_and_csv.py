@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from pytorch_lightning.loggers import WandbLogger
 
-from xfvae.io import atomic_write_csv
+from xfvae.runs.atomic import atomic_write_csv
 from xfvae.train import train
 
 SYNTH = [

@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xfvae.metrics import (
+from xfvae.scoring.metrics import (
     _user_list_order,
     clip,
     evaluate,
@@ -282,7 +282,7 @@ def test_evaluate_rejects_unknown_protocol():
 
 
 def test_no_qualifying_user_gives_nan_and_a_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="xfvae.metrics"):
+    with caplog.at_level(logging.WARNING, logger="xfvae.scoring.metrics"):
         m = paper_ranking_metrics(np.array([0, 1]), np.array([0, 0]), np.array([5.0, 5.0]),
                                   np.array([4.0, 4.0]), ks=(20,))  # fmt: skip
     assert m["n_users_ranked"] == 0 and math.isnan(m["recall@20"]) and math.isnan(m["ndcg@20"])

@@ -1,5 +1,5 @@
-"""xfvae.evaluation.test_metrics: the default protocol under test/<metric>, every report protocol
-under test/<protocol>/<metric>, each equal to xfvae.metrics computed directly, with the model's
+"""xfvae.scoring.evaluation.test_metrics: the default protocol under test/<metric>, every report protocol
+under test/<protocol>/<metric>, each equal to xfvae.scoring.metrics computed directly, with the model's
 scores taken in eval mode and computed once."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from xfvae.evaluation import test_metrics as evaluate_run
-from xfvae.metrics import PROTOCOLS, ranking_metrics
+from xfvae.scoring.evaluation import test_metrics as evaluate_run
+from xfvae.scoring.metrics import PROTOCOLS, ranking_metrics
 
 
 class FakeTask(torch.nn.Module):

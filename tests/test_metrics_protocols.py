@@ -1,4 +1,4 @@
-"""Every ranking protocol of xfvae.metrics against a brute-force reference written from its
+"""Every ranking protocol of xfvae.scoring.metrics against a brute-force reference written from its
 definition (one user at a time, plain Python), on a hand-made case and on random ones."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xfvae.metrics import PROTOCOLS, evaluate, metrics_from_predictions, ranking_metrics
+from xfvae.scoring.metrics import PROTOCOLS, evaluate, metrics_from_predictions, ranking_metrics
 
 D2 = 1 / math.log2(3)  # discount of rank 2
 D3 = 0.5  # discount of rank 3

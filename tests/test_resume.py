@@ -40,7 +40,7 @@ class Crash(pl.Callback):
             "model=xfvae",
             "model.batch_size=[30,20]",
             "++model.scheduler={_target_:torch.optim.lr_scheduler.ExponentialLR,_partial_:true,gamma:0.8}",
-            "++model.callbacks.ema={_target_:xfvae.callbacks.EMAWeights,decay:0.9}",
+            "++model.callbacks.ema={_target_:xfvae.training.callbacks.EMAWeights,decay:0.9}",
         ],
         # ReduceLROnPlateau is stepped after the checkpoint: the resumed run must replay that step
         [

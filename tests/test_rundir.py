@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from xfvae.checkpointing import AtomicCheckpointIO
-from xfvae.io import atomic_write_bytes, atomic_write_json
-from xfvae.provenance import config_hash
 from xfvae.report.collect import collect
-from xfvae.rundir import RunDir, RunDirConflict
+from xfvae.runs.atomic import atomic_write_bytes, atomic_write_json
+from xfvae.runs.checkpointing import AtomicCheckpointIO
+from xfvae.runs.provenance import config_hash
+from xfvae.runs.rundir import RunDir, RunDirConflict
 from xfvae.train import train
 
 TINY = [
@@ -181,7 +181,7 @@ def test_saved_config_is_written_for_runs_outside_hydra(tmp_path, cfg_factory):
 def test_git_commit_is_dirty_for_code_changes_not_for_regenerated_results(tmp_path, monkeypatch):
     """A reproduce-* step rewrites committed results/ files: runs of the next step must still
     name the clean commit, while an edited source file marks them '-dirty'."""
-    import xfvae.provenance as prov
+    import xfvae.runs.provenance as prov
 
     def git(*args: str) -> str:
         cmd = ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from xfvae.split import random_split, split_sizes
+from xfvae.data.split import random_split, split_sizes
 
 
 def test_sizes_paper_split():
@@ -45,7 +45,7 @@ def test_bad_fractions_are_rejected():
 
 
 def test_split_cli_on_ml100k_matches_the_rule(tmp_path, data_dir):
-    """`python -m xfvae.split` writes the rule's split of the source-ordered file, original ids."""
+    """`python -m xfvae.data.split` writes the rule's split of the source-ordered file, original ids."""
     import subprocess
     import sys
 
@@ -56,7 +56,7 @@ def test_split_cli_on_ml100k_matches_the_rule(tmp_path, data_dir):
     cmd = [
         sys.executable,
         "-m",
-        "xfvae.split",
+        "xfvae.data.split",
         "data=ml-100k",
         "seed=0",
         f"out={tmp_path}",

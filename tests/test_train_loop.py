@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xfvae.module import NonFiniteLossError
 from xfvae.train import train
+from xfvae.training.task import NonFiniteLossError
 
 REQUIRED = {
     "val/rmse",
@@ -42,7 +42,7 @@ SYNTH = [
 
 
 def brute_force_metrics(pred: pd.DataFrame, k: int) -> tuple[float, float]:
-    """Paper protocol straight from its text, one user at a time (independent of xfvae.metrics)."""
+    """Paper protocol straight from its text, one user at a time (independent of xfvae.scoring.metrics)."""
     recalls, ndcgs = [], []
     for _, g in pred.groupby("user"):
         if len(g) < 2:
@@ -185,7 +185,7 @@ def test_ema_weights_are_what_is_validated_and_tested(tmp_path, cfg_factory):
     """With model.callbacks.ema the test metrics come from the averaged weights of the best
     checkpoint: the test RMSE equals the per-epoch test trace (computed during validation, with the
     averaged weights swapped in) at the best epoch, and differs from the run without averaging."""
-    ema = "+model.callbacks.ema={_target_: xfvae.callbacks.EMAWeights, decay: 0.9}"
+    ema = "+model.callbacks.ema={_target_: xfvae.training.callbacks.EMAWeights, decay: 0.9}"
     base = ("model=mf", *SYNTH, "model.max_epochs=4", "model.patience=5", "seed=2")
     m = train(cfg_factory(*base, ema, out=tmp_path / "ema"))
     hist = pd.read_csv(tmp_path / "ema" / "history.csv")

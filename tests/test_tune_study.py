@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 
 from xfvae import CONF_DIR
 from xfvae.data.datamodule import RatingsDataModule
-from xfvae.signals import RunInterrupted
+from xfvae.runs.signals import RunInterrupted
 from xfvae.tune import study as study_mod
 from xfvae.tune import trials as trials_mod
 from xfvae.tune.driver import compose_tune, tune

@@ -1,4 +1,4 @@
-"""Input validation (xfvae.validation): each bad value is an error naming its key and the allowed
+"""Input validation (xfvae.training.config_checks): each bad value is an error naming its key and the allowed
 range, raised by train() before anything is built; a diverged training loss is a warning."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from xfvae.train import train
-from xfvae.validation import (
+from xfvae.training.config_checks import (
     LOSS_EXPLOSION_FACTOR,
     ConfigError,
     loss_explosion_warning,

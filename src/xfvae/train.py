@@ -25,15 +25,15 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from xfvae import CONF_DIR
-from xfvae.callbacks import with_warmup
-from xfvae.evaluation import test_metrics
-from xfvae.io import atomic_write_csv, atomic_write_json, atomic_write_text
-from xfvae.module import RatingTask
-from xfvae.provenance import CONFIG_HASH_SCHEME, config_hash, git_commit, machine, peak_rss_mb
-from xfvae.rundir import RunDir
-from xfvae.signals import RunInterrupted, SignalStop
-from xfvae.sweep import record_outcome
-from xfvae.validation import loss_explosion_warning, validate_config
+from xfvae.runs.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
+from xfvae.runs.provenance import CONFIG_HASH_SCHEME, config_hash, git_commit, machine, peak_rss_mb
+from xfvae.runs.rundir import RunDir
+from xfvae.runs.signals import RunInterrupted, SignalStop
+from xfvae.runs.sweep import record_outcome
+from xfvae.scoring.evaluation import test_metrics
+from xfvae.training.callbacks import with_warmup
+from xfvae.training.config_checks import loss_explosion_warning, validate_config
+from xfvae.training.task import RatingTask
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
 def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
     """Fit on train, select on val/rmse, evaluate the best checkpoint on test, write the run files.
 
-    ``cfg.paths.output_dir`` holds one configuration's results (:mod:`xfvae.rundir`): a complete
+    ``cfg.paths.output_dir`` holds one configuration's results (:mod:`xfvae.runs.rundir`): a complete
     run of the same configuration is skipped (``resume=true``, the default) and returns its
     metrics, a killed one continues from ``checkpoints/last.ckpt``, another configuration's files
     are an error unless ``overwrite=true``. ``callbacks`` are added to the configured ones (e.g.
@@ -266,7 +266,7 @@ def main(cfg: DictConfig) -> float:
     """One job. A failure is logged to the run's train.log; inside a sweep (multirun) it is
     recorded and the sweep goes on (its summary lists it and exits non-zero), otherwise the
     process exits non-zero. A stop signal always ends the process with 128 + the signal number.
-    The job's outcome goes to ``.hydra/outcome.json`` (:mod:`xfvae.sweep`)."""
+    The job's outcome goes to ``.hydra/outcome.json`` (:mod:`xfvae.runs.sweep`)."""
     out_dir = Path(cfg.paths.output_dir)
     try:
         metrics = train(cfg)

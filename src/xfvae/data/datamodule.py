@@ -20,8 +20,8 @@ from xfvae.data.batches import (
     iter_rows,
     iter_triples,
 )
+from xfvae.data.split import random_split
 from xfvae.data.train_data import TrainData
-from xfvae.split import random_split
 
 log = logging.getLogger(__name__)
 

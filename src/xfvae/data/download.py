@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from xfvae.data.errors import ChecksumError, DownloadError
 from xfvae.data.registry import DatasetSpec, Fallback
-from xfvae.io import atomic_write_bytes, atomic_write_text
+from xfvae.runs.atomic import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The model interface: what the one training loop (:class:`xfvae.module.RatingTask`) needs.
+"""The model interface: what the one training loop (:class:`xfvae.training.task.RatingTask`) needs.
 
 A model is a small ``nn.Module`` built by Hydra from ``conf/model/<name>.yaml`` (key ``net``,
 with ``_target_``) and called with ``data=`` a :class:`xfvae.data.train_data.TrainData`:

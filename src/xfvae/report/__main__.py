@@ -14,7 +14,6 @@ import pandas as pd
 
 matplotlib.use("Agg")
 
-from xfvae.io import atomic_write_csv, atomic_write_json, atomic_write_text  # noqa: E402
 from xfvae.report import plots, tables  # noqa: E402
 from xfvae.report.collect import collect, load_results, select, write_results  # noqa: E402
 from xfvae.report.experiments import with_run_dirs  # noqa: E402
@@ -27,6 +26,7 @@ from xfvae.report.names import (  # noqa: E402
     short_metric,
 )
 from xfvae.report.stats import PERMUTATIONS, compare, compare_scores  # noqa: E402
+from xfvae.runs.atomic import atomic_write_csv, atomic_write_json, atomic_write_text  # noqa: E402
 
 
 def _slug(metric: str) -> str:

@@ -4,7 +4,7 @@ statistic, table and figure of the report.
 A run is any directory holding ``.hydra/config.yaml`` (single runs and Hydra multirun jobs alike). A
 run without ``metrics.json`` is kept with ``status = "incomplete"`` (crashed or still running), one
 whose ``metrics.json`` belongs to another configuration than the config beside it (same
-:func:`xfvae.provenance.config_hash`) with ``status = "stale"``, and one whose files cannot be read
+:func:`xfvae.runs.provenance.config_hash`) with ``status = "stale"``, and one whose files cannot be read
 with ``status = "invalid"``, and a tuning run (``evaluation.test=false``: it never evaluated the test
 split) with ``status = "validation_only"``, so nothing disappears or passes as new silently. Runs written before
 the hash scheme ``config_hash_scheme`` existed are not checked.
@@ -24,8 +24,8 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from xfvae.io import atomic_write_csv
-from xfvae.provenance import CONFIG_HASH_SCHEME, config_hash
+from xfvae.runs.atomic import atomic_write_csv
+from xfvae.runs.provenance import CONFIG_HASH_SCHEME, config_hash
 
 ID_COLUMNS = ["run_dir", "status", "experiment", "model", "data", "seed", "setting", "train_frac"]
 METRIC_KEYS = [

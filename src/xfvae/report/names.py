@@ -14,10 +14,10 @@ METRICS = {
     "recall@50": "test/recall@50",
 }
 
-#: The ranking metrics, recorded per protocol as ``test/<protocol>/<metric>`` (xfvae.evaluation).
+#: The ranking metrics, recorded per protocol as ``test/<protocol>/<metric>`` (xfvae.scoring.evaluation).
 RANKING_METRICS = ("recall@20", "recall@50", "ndcg@20", "ndcg@50")
 
-#: The ranking protocols of :data:`xfvae.metrics.PROTOCOLS`, in its order (no torch import here).
+#: The ranking protocols of :data:`xfvae.scoring.metrics.PROTOCOLS`, in its order (no torch import here).
 PROTOCOLS = (
     "paper",
     "paper_heldout",

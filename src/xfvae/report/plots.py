@@ -19,7 +19,6 @@ import scikit_posthocs as sp
 from matplotlib import transforms
 from matplotlib.figure import Figure
 
-from xfvae.io import atomic_write_bytes
 from xfvae.report.collect import ReportWarning, resolve_run_dir
 from xfvae.report.names import (
     MODEL_LABELS,
@@ -31,6 +30,7 @@ from xfvae.report.names import (
     setting_value,
 )
 from xfvae.report.stats import Comparison
+from xfvae.runs.atomic import atomic_write_bytes
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 LINESTYLES = ("-", "--", "-.", ":")

@@ -4,7 +4,7 @@ Cells are mean +- sd over seeds; the best value of each column within a metric i
 printed precision all bold) unless the column is saturated: its spread across models is below the
 seed-to-seed noise (:func:`saturation`), which a note then says. The paper's published number can
 sit beside each of our columns where the data set is one of the paper's. :func:`protocol_table` and
-:func:`pattern_table` show the ranking metrics under every recorded protocol (xfvae.metrics).
+:func:`pattern_table` show the ranking metrics under every recorded protocol (xfvae.scoring.metrics).
 """
 
 from __future__ import annotations
@@ -183,7 +183,9 @@ def _protocol_note(df: pd.DataFrame, metrics) -> str | None:
             "metrics.json): tabulate runs of one protocol, or every protocol's own columns with "
             "`python -m xfvae.report protocols`"
         )
-    return f"Ranking metrics under the {used[0]!r} protocol (xfvae.metrics)." if used else None
+    return (
+        f"Ranking metrics under the {used[0]!r} protocol (xfvae.scoring.metrics)." if used else None
+    )
 
 
 def table3(df: pd.DataFrame, metrics=tuple(METRICS), paper: bool = True) -> Table:
@@ -291,7 +293,7 @@ def protocol_table(df: pd.DataFrame, protocols=None, digits: int = 3) -> Table:
         header=header,
         groups=groups,
         group_header="Protocol",
-        caption="Ranking metrics under each evaluation protocol (xfvae.metrics).",
+        caption="Ranking metrics under each evaluation protocol (xfvae.scoring.metrics).",
         notes=notes,
         saturated=saturated,
     )

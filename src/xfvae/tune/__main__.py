@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.INFO)
 
-    from xfvae.signals import RunInterrupted
+    from xfvae.runs.signals import RunInterrupted
 
     try:
         tune(compose_tune(argv))

@@ -18,8 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from xfvae import REPO_ROOT
-from xfvae.io import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text
-from xfvae.provenance import git_commit
+from xfvae.runs.atomic import (
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_json,
+    atomic_write_text,
+)
+from xfvae.runs.provenance import git_commit
 from xfvae.tune import select
 from xfvae.tune.study import FINISHED, Context, trial_config
 

@@ -34,7 +34,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
 from xfvae import CONF_DIR
-from xfvae.provenance import config_hash, machine
+from xfvae.runs.provenance import config_hash, machine
 from xfvae.tune.space import Space, load_space
 
 log = logging.getLogger(__name__)

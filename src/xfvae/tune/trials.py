@@ -20,11 +20,11 @@ import optuna
 import pytorch_lightning as pl
 from optuna.trial import FrozenTrial, TrialState
 
-from xfvae.callbacks import warmup_epochs
-from xfvae.module import NonFiniteLossError
-from xfvae.provenance import config_hash, git_commit
-from xfvae.signals import RunInterrupted
+from xfvae.runs.provenance import config_hash, git_commit
+from xfvae.runs.signals import RunInterrupted
 from xfvae.train import train
+from xfvae.training.callbacks import warmup_epochs
+from xfvae.training.task import NonFiniteLossError
 from xfvae.tune import select
 from xfvae.tune.study import FINISHED, Context, TuneError, locked, owner, reap, trial_config
 

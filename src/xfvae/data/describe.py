@@ -1,6 +1,6 @@
 """Counts of a data set beside the paper's Table 1, to check a download against what it used.
 
-    python -m xfvae.data.stats data=ml-1m [paths.data_dir=DIR] [data.options.version=2018]
+    python -m xfvae.data.describe data=ml-1m [paths.data_dir=DIR] [data.options.version=2018]
 
 Arguments are Hydra overrides of ``conf/train.yaml``. Where that config (or ``conf/data/<name>``)
 is absent, a small parser accepts ``data=``, ``paths.data_dir=``, ``data.data_dir=``,

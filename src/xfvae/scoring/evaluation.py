@@ -4,7 +4,7 @@ Called once per run, after fitting, on the best checkpoint's predictions (``task
 Nothing here is read while training, tuning or selecting a model. ``evaluation.protocol`` is the
 default reading of section 4.2 (keys ``test/recall@20`` ...); every protocol listed in
 ``evaluation.report_protocols`` is recorded too, under ``test/<protocol>/recall@20`` ...
-(:mod:`xfvae.metrics` defines them).
+(:mod:`xfvae.scoring.metrics` defines them).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from xfvae.metrics import PROTOCOLS, ScoreFn, get_protocol, ranking_metrics, rmse
+from xfvae.scoring.metrics import PROTOCOLS, ScoreFn, get_protocol, ranking_metrics, rmse
 
 #: Largest n_users * n_items whose score matrix is computed once and shared by the protocols
 #: (float32: 256 MiB); larger data sets are scored chunk by chunk for each protocol.

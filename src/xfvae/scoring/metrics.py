@@ -104,7 +104,7 @@ def get_protocol(name: str) -> Protocol:
     if name not in PROTOCOLS:
         raise ValueError(
             f"unknown protocol {name!r}; use one of {', '.join(PROTOCOLS)} "
-            "(e.g. evaluation.protocol=paper; xfvae.metrics explains each)"
+            "(e.g. evaluation.protocol=paper; xfvae.scoring.metrics explains each)"
         )
     return PROTOCOLS[name]
 

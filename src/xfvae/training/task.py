@@ -13,8 +13,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from xfvae.cold_start import ColdStart
 from xfvae.data.train_data import TrainData
+from xfvae.scoring.cold_start import ColdStart
 
 # Batches are built in-process from tensors already in memory: worker processes would only add cost.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")

@@ -6,7 +6,7 @@ of ``p``, validation = the next ``floor((n - n_train) * val_share)`` (``(n - n_t
 the default share 0.5), test = the rest. The sub-sampling experiment (paper 4.4) is the same rule
 with ``train_frac`` in {0.01, 0.02, 0.03, 0.05, 0.10}.
 
-CLI: ``python -m xfvae.split data=<name> seed=<s> out=DIR`` writes ``DIR/{train,val,test}.csv``
+CLI: ``python -m xfvae.data.split data=<name> seed=<s> out=DIR`` writes ``DIR/{train,val,test}.csv``
 (header ``user,item,rating``, original ids) so other libraries can run on the very same split.
 """
 
@@ -47,12 +47,12 @@ def _main(argv: list[str]) -> None:
     from hydra import compose, initialize_config_dir
 
     from xfvae import CONF_DIR
-    from xfvae.io import atomic_write_csv
+    from xfvae.runs.atomic import atomic_write_csv
 
     out = [a for a in argv if a.startswith("out=")]
     if not out:
         sys.exit(
-            "usage: python -m xfvae.split data=<name> seed=<s> out=DIR [data.split.train_frac=0.7]"
+            "usage: python -m xfvae.data.split data=<name> seed=<s> out=DIR [data.split.train_frac=0.7]"
         )
     overrides = [a for a in argv if not a.startswith("out=")]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

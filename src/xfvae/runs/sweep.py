@@ -21,7 +21,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from xfvae.io import atomic_write_json
+from xfvae.runs.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,9 @@ class SweepSummary(Callback):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m xfvae.sweep ROOT... [--since ISO]``: one summary of every job under ROOT (the
+    """``python -m xfvae.runs.sweep ROOT... [--since ISO]``: one summary of every job under ROOT (the
     experiment scripts call it after their sweeps); exit 1 when a job failed."""
-    p = argparse.ArgumentParser(prog="python -m xfvae.sweep", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m xfvae.runs.sweep", description=main.__doc__)
     p.add_argument("roots", nargs="+", help="folders holding sweeps (e.g. logs/table3/ml-100k)")
     p.add_argument("--since", default=None, help="only outcomes written at or after this time")
     args = p.parse_args(argv)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from xfvae.io import atomic_write_bytes
+from xfvae.runs.atomic import atomic_write_bytes
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

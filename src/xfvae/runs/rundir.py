@@ -1,7 +1,7 @@
 """A run directory holds one configuration's results, and says what state they are in.
 
 ``run.json`` (written atomically at start and at every change of state) records the configuration
-hash (:func:`xfvae.provenance.config_hash`), the status (``running``, ``complete``, ``failed``,
+hash (:func:`xfvae.runs.provenance.config_hash`), the status (``running``, ``complete``, ``failed``,
 ``interrupted``), how this invocation started (``fresh``, ``resumed`` from ``checkpoints/last.ckpt``
 or ``skipped`` because complete) and the error of a failed run. Before a run starts,
 :meth:`RunDir.plan` decides from what is there:
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xfvae.io import atomic_write_json
+from xfvae.runs.atomic import atomic_write_json
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
