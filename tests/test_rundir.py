@@ -17,7 +17,7 @@ from xfvae.report.collect import collect
 from xfvae.runs.atomic import atomic_write_bytes, atomic_write_json
 from xfvae.runs.checkpointing import AtomicCheckpointIO
 from xfvae.runs.provenance import config_hash
-from xfvae.runs.rundir import RunDir, RunDirConflict
+from xfvae.runs.rundir import Plan, RunDir, RunDirConflict
 from xfvae.train import train
 
 TINY = [
@@ -55,8 +55,8 @@ def test_complete_run_is_skipped_and_returns_its_metrics(tmp_path, cfg_factory):
     assert again == json.loads((tmp_path / "metrics.json").read_text())
     assert again["val/rmse"] == first["val/rmse"]
     assert (tmp_path / "metrics.json").stat().st_mtime_ns == stamp  # not rewritten
-    state = json.loads((tmp_path / "run.json").read_text())
-    assert state["status"] == "complete" and state["started"] == "skipped"
+    state = json.loads((tmp_path / "run.json").read_text())  # the finished run's, not rewritten
+    assert state["status"] == "complete" and state["started"] == "fresh"
 
 
 def test_other_configuration_is_refused_unless_overwrite(tmp_path, cfg_factory):
@@ -71,7 +71,8 @@ def test_other_configuration_is_refused_unless_overwrite(tmp_path, cfg_factory):
 
 def test_directory_in_use_is_refused(tmp_path, cfg_factory):
     cfg = cfg_factory(*TINY, out=tmp_path)
-    with RunDir(tmp_path, config_hash(cfg)).lock():
+    with RunDir(tmp_path, config_hash(cfg)).lock() as run:
+        run.claim(Plan("fresh"))  # the owner of a running run notes its pid in .lock
         with pytest.raises(RunDirConflict, match="in use by pid"):
             train(cfg)
     assert not (tmp_path / "metrics.json").exists()
@@ -93,11 +94,12 @@ def test_failing_config_into_a_complete_dir_leaves_no_stale_result(tmp_path):
     bad = _cli(*TINY, "seed=5", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     out = bad.communicate(timeout=300)[0]
     assert bad.returncode != 0
-    assert str(run_dir) in out and "overwrite=true" in out
-    assert "another configuration" in (run_dir / "train.log").read_text()  # the error is logged
-    # Hydra rewrote .hydra/config.yaml (seed 5): collect must not pass the old metrics as seed 5's.
+    assert str(run_dir) in out and "overwrite=true" in out and "another configuration" in out
+    # The refused invocation wrote nothing there: the config is still seed 0's, the run is kept.
+    assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").seed == 0
+    assert "another configuration" not in (run_dir / "train.log").read_text()
     row = collect(run_dir).iloc[0]
-    assert row["status"] == "stale" and "another configuration" in row["error"]
+    assert row["status"] == "complete" and row["seed"] == 0
 
 
 def test_runs_started_in_the_same_second_do_not_collide(tmp_path):

@@ -11,7 +11,7 @@ import signal
 import statistics
 import sys
 import time
-import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from xfvae import CONF_DIR
+from xfvae.data.fingerprint import data_fingerprint
 from xfvae.runs.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
 from xfvae.runs.provenance import CONFIG_HASH_SCHEME, config_hash, git_commit, machine, peak_rss_mb
 from xfvae.runs.rundir import RunDir
@@ -48,49 +49,84 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
     """Fit on train, select on val/rmse, evaluate the best checkpoint on test, write the run files.
 
     ``cfg.paths.output_dir`` holds one configuration's results (:mod:`xfvae.runs.rundir`): a complete
-    run of the same configuration is skipped (``resume=true``, the default) and returns its
-    metrics, a killed one continues from ``checkpoints/last.ckpt``, another configuration's files
-    are an error unless ``overwrite=true``. ``callbacks`` are added to the configured ones (e.g.
-    the tuner's pruning callback). With ``evaluation.test=false`` the test split is never
-    evaluated (tuning); with ``evaluation.test_curve=false`` no per-epoch test RMSE is traced.
+    run of the same configuration (and the same data files' contents) is skipped (``resume=true``,
+    the default) and returns its metrics, a killed one continues from ``checkpoints/last.ckpt``,
+    another configuration's files are an error unless ``overwrite=true``. ``callbacks`` are added
+    to the configured ones (e.g. the tuner's pruning callback). With ``evaluation.test=false`` the
+    test split is never evaluated (tuning); with ``evaluation.test_curve=false`` no per-epoch test
+    RMSE is traced.
     """
+    return _train(cfg, callbacks)[1]
+
+
+def _train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> tuple[str, dict]:
+    """(how this invocation started: fresh / resumed / skipped, the run's metrics)."""
     validate_config(cfg)  # before anything is created or built
     out_dir = Path(cfg.paths.output_dir)
-    run = RunDir(out_dir, config_hash(cfg))
+    fingerprint = data_fingerprint(cfg.data)
+    run = RunDir(out_dir, config_hash(cfg, fingerprint), fingerprint)
     with run.lock():
         plan = run.plan(resume=bool(cfg.get("resume", True)), overwrite=bool(cfg.get("overwrite")))
-        if plan.action == "skip":
-            run.mark("complete", started="skipped")
+        if plan.action == "skip":  # the finished run's files stay as they are: nothing written
             log.info(
                 "%s: complete for this configuration; skipped (overwrite=true reruns)", out_dir
             )
-            return plan.metrics
+            return "skipped", plan.metrics
+        run.claim(plan)  # from here on this process owns the directory's files
+        started = "resumed" if plan.ckpt else "fresh"
         _save_config(out_dir, cfg)
-        run.mark("running", started="resumed" if plan.ckpt else "fresh")
-        try:
-            metrics = _fit_and_test(cfg, out_dir, list(callbacks or []), plan.ckpt)
-        except RunInterrupted as e:
-            run.mark("interrupted", signal=signal.Signals(e.signum).name)
-            raise
-        except (SystemExit, KeyboardInterrupt) as e:  # e.g. submitit's requeue on SIGUSR2
-            run.mark("interrupted", signal=type(e).__name__)
-            raise
-        except BaseException as e:
-            run.mark("failed", error=_error_line(e))
-            raise
-        run.mark("complete")
-        return metrics
+        with _run_log(out_dir / "train.log"):
+            run.mark("running", started=started)
+            try:
+                metrics = _fit_and_test(cfg, out_dir, list(callbacks or []), plan.ckpt, fingerprint)
+            except RunInterrupted as e:
+                run.mark("interrupted", signal=signal.Signals(e.signum).name)
+                raise
+            except (SystemExit, KeyboardInterrupt) as e:  # e.g. submitit's requeue on SIGUSR2
+                run.mark("interrupted", signal=type(e).__name__)
+                raise
+            except BaseException as e:
+                log.error("run failed: %s", _error_line(e), exc_info=True)
+                run.mark("failed", error=_error_line(e))
+                raise
+            run.mark("complete")  # the last file a finished run writes
+        return started, metrics
 
 
 def _save_config(out_dir: Path, cfg: DictConfig) -> None:
-    """``.hydra/config.yaml`` for runs not launched by Hydra's entry point (tests, the tuner)."""
-    path = out_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
-        atomic_write_text(path, OmegaConf.to_yaml(cfg))
+    """``.hydra/``: the configuration (and, under Hydra, its overrides and Hydra's own config),
+    written by the run that owns the directory; Hydra's own writer is off (``hydra.output_subdir:
+    null``) because it would rewrite them for an invocation that is then refused or skipped."""
+    folder = out_dir / ".hydra"
+    atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        atomic_write_text(folder / "hydra.yaml", OmegaConf.to_yaml({"hydra": hydra_cfg}))
+        atomic_write_text(folder / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.overrides.task))
+
+
+@contextmanager
+def _run_log(path: Path):
+    """The run's log file (``train.log``), opened only by the process that owns the directory."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def _fit_and_test(
-    cfg: DictConfig, out_dir: Path, extra_callbacks: list[pl.Callback], ckpt: Path | None
+    cfg: DictConfig,
+    out_dir: Path,
+    extra_callbacks: list[pl.Callback],
+    ckpt: Path | None,
+    fingerprint: dict[str, Any],
 ) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     dm = instantiate(cfg.data)
@@ -149,7 +185,7 @@ def _fit_and_test(
         except SIGTERMException as e:  # Lightning's own SIGTERM exit (code 0): make it ours
             raise RunInterrupted(signal.SIGTERM) from e
 
-    metrics = _metrics(cfg, dm, task, trainer, train_seconds)
+    metrics = _metrics(cfg, dm, task, trainer, train_seconds, fingerprint)
     metrics.update(fit_end)
     metrics["resumed_from"] = str(ckpt.relative_to(out_dir)) if ckpt is not None else None
     metrics["loss_warning"] = loss_explosion_warning(task.history)
@@ -198,7 +234,12 @@ def _best(trainer: pl.Trainer, task: RatingTask) -> tuple[float, int]:
 
 
 def _metrics(
-    cfg: DictConfig, dm, task: RatingTask, trainer: pl.Trainer, train_seconds: float
+    cfg: DictConfig,
+    dm,
+    task: RatingTask,
+    trainer: pl.Trainer,
+    train_seconds: float,
+    fingerprint: dict[str, Any],
 ) -> dict:
     val_rmse, best_epoch = _best(trainer, task)
     seconds = [h["seconds"] for h in task.history]
@@ -225,8 +266,9 @@ def _metrics(
             "experiment": cfg.get("experiment"),
             "setting": cfg.get("setting"),
             "git_commit": git_commit(),
-            "config_hash": config_hash(cfg),
+            "config_hash": config_hash(cfg, fingerprint),
             "config_hash_scheme": CONFIG_HASH_SCHEME,
+            "data_fingerprint": fingerprint,
             "machine": machine(),
         }
     )
@@ -266,10 +308,10 @@ def main(cfg: DictConfig) -> float:
     """One job. A failure is logged to the run's train.log; inside a sweep (multirun) it is
     recorded and the sweep goes on (its summary lists it and exits non-zero), otherwise the
     process exits non-zero. A stop signal always ends the process with 128 + the signal number.
-    The job's outcome goes to ``.hydra/outcome.json`` (:mod:`xfvae.runs.sweep`)."""
+    The job's outcome goes to ``.outcomes/`` (:mod:`xfvae.runs.sweep`)."""
     out_dir = Path(cfg.paths.output_dir)
     try:
-        metrics = train(cfg)
+        started, metrics = _train(cfg)
     except RunInterrupted as e:
         msg = (
             f"{e}: stopped; {out_dir / 'checkpoints/last.ckpt'} holds the last complete epoch "
@@ -280,12 +322,11 @@ def main(cfg: DictConfig) -> float:
         print(f"error: {msg}", file=sys.stderr)
         raise SystemExit(128 + e.signum) from e
     except Exception as e:
-        log.error("run failed: %s: %s\n%s", type(e).__name__, e, traceback.format_exc())
+        log.error("run failed: %s", _error_line(e))
         record_outcome(out_dir, "failed", _error_line(e))
         if _in_sweep():
             return float("nan")
         sys.exit(f"error: {e}")
-    started = (RunDir(out_dir, "").read_state() or {}).get("started", "fresh")
     record_outcome(out_dir, {"fresh": "ran"}.get(started, started))
     return metrics[cfg.get("optimized_metric", "val/rmse")]
 

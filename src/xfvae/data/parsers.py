@@ -134,13 +134,23 @@ def parse_ratings(
             f"duplicates={duplicates!r} is not a policy; use one of {', '.join(DUPLICATE_POLICIES)}"
         )
     f, src = FORMATS[fmt], Source(Path(path), member)
-    if not src.path.is_file():
-        raise FileNotFoundError(f"{src.path}: no such ratings file")
+    check_ratings_file(src.path, key)
     df, fields = _read(src, f, tuple(columns), key)
     df = _validate(df, src, f, fields, float(rating_min), float(rating_max))
     df = resolve_duplicates(df, duplicates, src.label)
     log.info("%s: parsed %d ratings", src.label, len(df))
     return df if line_index else df.reset_index(drop=True)
+
+
+def check_ratings_file(path: Path, key: str | None = None) -> None:
+    """Raise a clear error unless ``path`` is an existing regular file (``key``: its setting)."""
+    where = f" ({key}=PATH)" if key else ""
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{path}: is a directory, not a ratings file; pass the file itself{where}"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such ratings file; check the path{where}")
 
 
 # -- reading ------------------------------------------------------------------------------------

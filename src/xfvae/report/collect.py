@@ -5,9 +5,12 @@ A run is any directory holding ``.hydra/config.yaml`` (single runs and Hydra mul
 run without ``metrics.json`` is kept with ``status = "incomplete"`` (crashed or still running), one
 whose ``metrics.json`` belongs to another configuration than the config beside it (same
 :func:`xfvae.runs.provenance.config_hash`) with ``status = "stale"``, and one whose files cannot be read
-with ``status = "invalid"``, and a tuning run (``evaluation.test=false``: it never evaluated the test
-split) with ``status = "validation_only"``, so nothing disappears or passes as new silently. Runs written before
-the hash scheme ``config_hash_scheme`` existed are not checked.
+with ``status = "invalid"``, one whose ``run.json`` does not say ``complete`` (killed after writing
+``metrics.json``, before its last file) with ``status = "incomplete"``, and a tuning run (``evaluation.test=false``: it never evaluated the test
+split) with ``status = "validation_only"``, so nothing disappears or passes as new silently. The hash
+is checked for runs of the current scheme (``identity-v2``: the config and the data fingerprint
+recorded in metrics.json) and of ``identity-v1`` (the config alone); runs written before
+``config_hash_scheme`` existed are not checked.
 
 ``run_dir`` is written relative to the folder of the results CSV, so the CSV and the runs can move
 together; :func:`resolve_run_dir` turns it back into a path.
@@ -73,9 +76,13 @@ def _config_value(cfg, key: str):
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
-def _config_hash(cfg) -> str | None:
+#: Earlier hash schemes that can still be checked: identity-v1 hashed the config alone.
+_V1_SCHEME = "identity-v1"
+
+
+def _config_hash(cfg, data_fingerprint=None) -> str | None:
     try:
-        return config_hash(cfg)
+        return config_hash(cfg, data_fingerprint)
     except Exception:  # e.g. an interpolation to a key the config lacks
         return None
 
@@ -112,7 +119,12 @@ def read_run(run_dir: str | os.PathLike) -> dict:
         row.update(status="invalid", error=f"{metrics_path}: unreadable ({exc})")
         return row
     scheme = metrics.get("config_hash_scheme")
-    if scheme == CONFIG_HASH_SCHEME and metrics.get("config_hash") != row["config_hash"]:
+    if scheme == CONFIG_HASH_SCHEME:
+        row["config_hash"] = _config_hash(cfg, metrics.get("data_fingerprint"))
+    if (
+        scheme in (CONFIG_HASH_SCHEME, _V1_SCHEME)
+        and metrics.get("config_hash") != row["config_hash"]
+    ):
         row.update(
             status="stale",
             error=(
@@ -120,6 +132,14 @@ def read_run(run_dir: str | os.PathLike) -> dict:
                 f"{metrics.get('config_hash')}) than {config_path} ({row['config_hash']}); "
                 "re-run that configuration or remove the directory"
             ),
+        )
+        return row
+    state = _run_state(run_dir)
+    if state is not None and state.get("status") != "complete":
+        row.update(
+            status="incomplete",
+            error=f"{run_dir / 'run.json'}: status {state.get('status')!r}; its metrics.json is "
+            "not final (re-run the same command to finish the run)",
         )
         return row
     if _config_value(cfg, "evaluation.test") is False:  # a tuning trial: never saw the test split
@@ -143,11 +163,19 @@ def read_run(run_dir: str | os.PathLike) -> dict:
     return row
 
 
-def _incomplete_reason(run_dir: Path, metrics_path: Path) -> str:
-    """Why a run has no metrics: its run.json's status and error when it has one."""
+def _run_state(run_dir: Path) -> dict | None:
+    """``run.json`` (None when absent or unreadable: runs written before it existed)."""
     try:
         state = json.loads((run_dir / "run.json").read_text())
     except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _incomplete_reason(run_dir: Path, metrics_path: Path) -> str:
+    """Why a run has no metrics: its run.json's status and error when it has one."""
+    state = _run_state(run_dir)
+    if state is None:
         return f"{metrics_path}: missing (crashed or still running)"
     reason = f"{metrics_path}: missing; run.json status {state.get('status')!r}"
     return reason + (f": {state['error']}" if state.get("error") else "")

@@ -19,6 +19,21 @@ def _umask() -> int:
     return mask
 
 
+#: Temp files of the writers below: ``.<target name>.<random>.tmp`` beside the target.
+TEMP_GLOB = ".*.tmp"
+
+
+def remove_orphan_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files a killed writer left in ``folder`` (call only while no writer of
+    this folder runs, e.g. holding its run directory's lock); returns what was removed."""
+    removed = []
+    for tmp in sorted(Path(folder).glob(TEMP_GLOB)):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

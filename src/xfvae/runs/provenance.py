@@ -41,13 +41,31 @@ def git_commit() -> str:
         return "unknown"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def machine() -> dict[str, Any]:
+    """Where a run ran. ``cpu_capability`` is the instruction set torch's CPU kernels dispatched to
+    (``ATEN_CPU_CAPABILITY`` pins it): runs agree bit for bit only on equal capabilities."""
     info = {
         "host": platform.node(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkl": torch.backends.mkl.is_available(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
@@ -55,7 +73,8 @@ def machine() -> dict[str, Any]:
 
 
 #: Recorded beside ``config_hash`` in metrics.json; ``report collect`` verifies hashes of this scheme.
-CONFIG_HASH_SCHEME = "identity-v1"
+#: identity-v2: the data's contents (:func:`xfvae.data.fingerprint.data_fingerprint`) are identity.
+CONFIG_HASH_SCHEME = "identity-v2"
 #: Top-level keys that never change a run's results (where files go, how it is logged or resumed).
 NON_IDENTITY_KEYS = ("paths", "hydra", "logger", "resume", "overwrite", "task_name")
 #: Deeper keys that only change how a run is displayed.
@@ -102,11 +121,18 @@ def _is_volatile(value: Any) -> bool:
     return isinstance(value, str) and any(ref in value for ref in _VOLATILE_REFS)
 
 
-def config_hash(cfg: Any) -> str:
+def config_hash(cfg: Any, data_fingerprint: dict[str, Any] | None = None) -> str:
     """The one identity of a run's configuration (16 hex digits): equal for equal configurations,
     wherever and whenever they run. Run directories, resume, tuning and ``report collect`` key on it.
+
+    A run's identity also covers what its data files hold: ``train`` passes
+    :func:`xfvae.data.fingerprint.data_fingerprint` (size and sha256 of each file it reads, also
+    recorded in metrics.json), so a data file replaced in place is another configuration.
     """
-    text = json.dumps(identity_config(cfg), sort_keys=True, default=str, allow_nan=False)
+    identity = identity_config(cfg)
+    if data_fingerprint:
+        identity = {"config": identity, "data_files": data_fingerprint}
+    text = json.dumps(identity, sort_keys=True, default=str, allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -12,6 +12,12 @@ or ``skipped`` because complete) and the error of a failed run. Before a run sta
 * this configuration, ``last.ckpt``     -> resume from it (``resume``) / start over (not ``resume``).
 
 A lock file (``.lock``, ``flock``) keeps two processes out of one directory at a time.
+
+Ownership is decided before anything is written: only an invocation that holds the lock and plans
+to run (fresh or resumed) writes into the directory (:meth:`RunDir.claim`, then its config, log and
+results). A skipped run, a refused one and one that finds the directory locked change no byte of
+it, so a finished run's files stay exactly as that run wrote them. ``run.json`` is the last file a
+finished run writes: ``metrics.json`` counts only beside a ``run.json`` that says ``complete``.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xfvae.runs.atomic import atomic_write_json
+from xfvae.runs.atomic import atomic_write_json, remove_orphan_temps
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
@@ -41,6 +47,8 @@ RESULT_FILES = (
     "checkpoints",
 )
 LAST_CKPT = Path("checkpoints") / "last.ckpt"
+#: Folders of a run that its atomic writers write into (orphan temp files are looked for there).
+RUN_FOLDERS = (".", "checkpoints", "csv", ".hydra")
 
 
 class RunDirConflict(RuntimeError):
@@ -59,9 +67,15 @@ def _now() -> str:
 
 
 class RunDir:
-    def __init__(self, path: str | os.PathLike, config_hash: str):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        config_hash: str,
+        data_fingerprint: dict[str, Any] | None = None,
+    ):
         self.path = Path(path)
         self.config_hash = config_hash
+        self.data_fingerprint = data_fingerprint
 
     # -- what is there ---------------------------------------------------------------------------
     def read_state(self) -> dict[str, Any] | None:
@@ -77,7 +91,11 @@ class RunDir:
                         "replace the directory's results"
                     ) from exc
                 if name == METRICS_FILE:
-                    return {"config_hash": data.get("config_hash"), "status": "complete"}
+                    return {
+                        "config_hash": data.get("config_hash"),
+                        "data_fingerprint": data.get("data_fingerprint"),
+                        "status": "complete",
+                    }
                 return data
         return None
 
@@ -98,6 +116,13 @@ class RunDir:
                 )
             return Plan("fresh")
         if state.get("config_hash") != self.config_hash:
+            changed = self._changed_data(state.get("data_fingerprint"))
+            if changed:
+                raise RunDirConflict(
+                    f"{self.path} holds results of this configuration on other data: "
+                    f"{changed} changed since. Re-run with overwrite=true to replace them with "
+                    "results on the current data, or choose another directory (hydra.run.dir=...)"
+                )
             raise RunDirConflict(
                 f"{self.path} holds the results of another configuration (config_hash "
                 f"{state.get('config_hash')}, this one {self.config_hash}): re-run with "
@@ -118,7 +143,39 @@ class RunDir:
         self.clear()
         return Plan("fresh")
 
+    def _changed_data(self, recorded: Any) -> str | None:
+        """Which data files differ from the recorded fingerprint (None: not known to differ)."""
+        if not isinstance(recorded, dict) or self.data_fingerprint is None:
+            return None
+        roles = sorted(set(recorded) | set(self.data_fingerprint))
+        diff = [
+            f"{r} (size {recorded.get(r, {}).get('size')} -> "
+            f"{self.data_fingerprint.get(r, {}).get('size')} bytes, sha256 "
+            f"{str(recorded.get(r, {}).get('sha256'))[:12]} -> "
+            f"{str(self.data_fingerprint.get(r, {}).get('sha256'))[:12]})"
+            for r in roles
+            if recorded.get(r) != self.data_fingerprint.get(r)
+        ]
+        return "the data file(s) " + "; ".join(diff) if diff else None
+
     # -- changes -----------------------------------------------------------------------------------
+    def claim(self, plan: Plan) -> None:
+        """Take the directory for a run that goes ahead (fresh or resumed), holding the lock: note
+        the owner in ``.lock``, remove temp files an earlier killed process left, and (resuming)
+        the result files of its unfinished end, which the resumed run writes again."""
+        if plan.action == "skip":
+            raise ValueError("a skipped run does not claim the directory")
+        if self._lock_fh is not None:
+            self._lock_fh.seek(0)
+            self._lock_fh.truncate()
+            self._lock_fh.write(f"pid {os.getpid()} on {platform.node()}\n")
+            self._lock_fh.flush()
+        for folder in RUN_FOLDERS:
+            remove_orphan_temps(self.path / folder)
+        if plan.action == "resume":
+            for name in (METRICS_FILE, "history.csv", "test_predictions.csv"):
+                (self.path / name).unlink(missing_ok=True)
+
     def clear(self) -> None:
         """Remove every result file of an earlier run (configs and logs stay)."""
         for name in RESULT_FILES:
@@ -131,6 +188,8 @@ class RunDir:
     def mark(self, status: str, started: str | None = None, **extra: Any) -> None:
         state = self.read_state() if (self.path / RUN_FILE).is_file() else {}
         state = dict(state or {})
+        if self.data_fingerprint is not None:
+            state["data_fingerprint"] = self.data_fingerprint
         state.update(
             config_hash=self.config_hash,
             status=status,
@@ -146,9 +205,12 @@ class RunDir:
             state.pop("error", None)
         atomic_write_json(self.path / RUN_FILE, state)
 
+    _lock_fh = None
+
     @contextmanager
     def lock(self):
-        """Hold ``.lock`` for the duration; a second process gets a clear error, not a mixed dir."""
+        """Hold ``.lock`` for the duration; a second process gets a clear error, not a mixed dir.
+        Taking the lock writes nothing (:meth:`claim` notes the owner)."""
         self.path.mkdir(parents=True, exist_ok=True)
         fh = open(self.path / ".lock", "a+")
         try:
@@ -167,10 +229,8 @@ class RunDir:
                     RuntimeWarning,
                     stacklevel=3,
                 )
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()} on {platform.node()}\n")
-            fh.flush()
+            self._lock_fh = fh
             yield self
         finally:
+            self._lock_fh = None
             fh.close()

@@ -1,8 +1,9 @@
 """What a sweep (Hydra multirun) did: each job's outcome, and one summary at the end.
 
-Every job writes ``<run dir>/.hydra/outcome.json`` (:func:`record_outcome`): ``ran``,
-``resumed``, ``skipped`` (complete for the same configuration), ``failed`` (with the error line)
-or ``interrupted``. :class:`SweepSummary`, a Hydra callback (``conf/hydra/default.yaml``), reads the
+Every job records its outcome (:func:`record_outcome`): ``ran``, ``resumed``, ``skipped``
+(complete for the same configuration), ``failed`` (with the error line) or ``interrupted``. The
+record is the invocation's, not the run's: a new file ``<run dir>/.outcomes/<time>-<pid>.json``
+each time, so a skipped or refused invocation changes no file of the run it found there. :class:`SweepSummary`, a Hydra callback (``conf/hydra/default.yaml``), reads the
 outcomes this invocation wrote under the sweep directory, prints the counts and the failures,
 writes ``sweep_summary.json`` there and exits non-zero when a job failed. Launchers that run jobs
 in other processes or on other machines (submitit, SLURM) are covered: only files are exchanged.
@@ -14,6 +15,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from xfvae.runs.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-OUTCOME_FILE = Path(".hydra") / "outcome.json"
+OUTCOME_DIR = ".outcomes"
 OUTCOMES = ("ran", "resumed", "skipped", "failed", "interrupted")
 
 
@@ -36,22 +38,27 @@ def now() -> str:
 def record_outcome(run_dir: str | Path, outcome: str, error: str | None = None) -> None:
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+    at = now()
+    name = f"{at.replace(':', '')}-{os.getpid()}.json"
     atomic_write_json(
-        Path(run_dir) / OUTCOME_FILE, {"outcome": outcome, "error": error, "at": now()}
+        Path(run_dir) / OUTCOME_DIR / name, {"outcome": outcome, "error": error, "at": at}
     )
 
 
 def read_outcomes(sweep_dir: str | Path, since: str | None = None) -> list[dict[str, Any]]:
-    """Outcomes under ``sweep_dir`` written at or after ``since`` (ISO time), sorted by run dir."""
-    rows = []
-    for f in sorted(Path(sweep_dir).rglob(str(OUTCOME_FILE))):
+    """The latest outcome of each run dir under ``sweep_dir`` among those written at or after
+    ``since`` (ISO time), sorted by run dir."""
+    latest: dict[str, dict[str, Any]] = {}
+    for f in Path(sweep_dir).rglob(f"{OUTCOME_DIR}/*.json"):
         try:
             data = json.loads(f.read_text())
         except (OSError, ValueError):
             continue
-        if since is None or data.get("at", "") >= since:
-            rows.append({"run_dir": str(f.parent.parent), **data})
-    return rows
+        run_dir = str(f.parent.parent)
+        at = data.get("at", "")
+        if (since is None or at >= since) and at >= latest.get(run_dir, {}).get("at", ""):
+            latest[run_dir] = {"run_dir": run_dir, **data}
+    return [latest[k] for k in sorted(latest)]
 
 
 def summarize(rows: list[dict[str, Any]]) -> tuple[dict[str, int], str]:

@@ -166,14 +166,127 @@ def _check_optimizer(cfg: DictConfig, problems: list[str]) -> None:
             )
 
 
+#: Top-level keys of the train config (conf/train.yaml and its groups); anything else (``+foo=1``)
+#: is read by nothing and would only change the run's identity.
+TOP_LEVEL_KEYS = (
+    "task_name",
+    "seed",
+    "setting",
+    "experiment",
+    "optimized_metric",
+    "resume",
+    "overwrite",
+    "stop_signals",
+    "evaluation",
+    "data",
+    "model",
+    "trainer",
+    "logger",
+    "callbacks",
+    "paths",
+    "hydra",
+)
+#: The ``evaluation`` keys (conf/train.yaml documents each).
+EVALUATION_KEYS = (
+    "test",
+    "test_curve",
+    "protocol",
+    "report_protocols",
+    "ks",
+    "relevance_threshold",
+    "min_test_ratings",
+    "cold_start",
+    "eval_batch_size",
+)
+
+
+def _check_keys(cfg: DictConfig, problems: list[str]) -> None:
+    for key in sorted(set(cfg.keys()) - set(TOP_LEVEL_KEYS), key=str):
+        problems.append(
+            f"{key}={_show(_get(cfg, str(key)))} is not a setting of xfvae.train (nothing reads "
+            f"it); drop it, or check its spelling (top-level keys: {', '.join(TOP_LEVEL_KEYS)})"
+        )
+    ev = _get(cfg, "evaluation")
+    for key in sorted(set(ev) - set(EVALUATION_KEYS) if isinstance(ev, dict) else (), key=str):
+        problems.append(
+            f"evaluation.{key} is not an evaluation setting (nothing reads it); drop it, or check "
+            f"its spelling (evaluation keys: {', '.join(EVALUATION_KEYS)})"
+        )
+
+
+def _check_evaluation(cfg: DictConfig, problems: list[str]) -> None:
+    from xfvae.scoring.cold_start import POLICIES
+    from xfvae.scoring.metrics import PROTOCOLS
+
+    for key in ("evaluation.test", "evaluation.test_curve"):
+        value = _get(cfg, key)
+        if value is not _MISSING and not isinstance(value, bool):
+            problems.append(f"{key}={_show(value)} is invalid: use true or false")
+    known = ", ".join(PROTOCOLS)
+    protocol = _get(cfg, "evaluation.protocol")
+    if protocol is not _MISSING and protocol not in PROTOCOLS:
+        problems.append(
+            f"evaluation.protocol={_show(protocol)} is not a protocol; use one of {known}"
+        )
+    report = _get(cfg, "evaluation.report_protocols")
+    if report is not _MISSING and report is not None:
+        bad = [p for p in report if p not in PROTOCOLS] if isinstance(report, list) else [report]
+        if bad:
+            problems.append(
+                f"evaluation.report_protocols={_show(report)} is invalid: {_show(bad)} not "
+                f"protocol name(s); list names among {known} (or [] for none)"
+            )
+    ks = _get(cfg, "evaluation.ks")
+    if ks is not _MISSING and not (
+        isinstance(ks, list) and ks and all(_is_int(k) and k >= 1 for k in ks)
+    ):
+        problems.append(
+            f"evaluation.ks={_show(ks)} is invalid: the ranking cut-offs must be a non-empty list "
+            "of integers >= 1 (e.g. evaluation.ks=[20,50])"
+        )
+    threshold = _get(cfg, "evaluation.relevance_threshold")
+    if threshold is not _MISSING and not (_is_real(threshold) and math.isfinite(threshold)):
+        problems.append(
+            f"evaluation.relevance_threshold={_show(threshold)} is invalid: it must be a finite "
+            "number (a rating at or above it is relevant)"
+        )
+    _check_int(
+        problems,
+        "evaluation.min_test_ratings",
+        _get(cfg, "evaluation.min_test_ratings"),
+        1,
+        None,
+        "the fewest test ratings of a ranked user",
+        required=True,
+    )
+    _check_int(
+        problems,
+        "evaluation.eval_batch_size",
+        _get(cfg, "evaluation.eval_batch_size"),
+        1,
+        None,
+        "the evaluation batch size",
+        required=True,
+    )
+    policy = _get(cfg, "evaluation.cold_start")
+    if policy is not _MISSING and policy not in POLICIES:
+        problems.append(
+            f"evaluation.cold_start={_show(policy)} is not a policy; use one of "
+            f"{', '.join(POLICIES)}"
+        )
+
+
 def validate_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` listing every invalid batch size, seed, epoch count, patience,
-    learning rate or weight decay of ``cfg`` (the composed train config); return None if valid."""
+    """Raise :class:`ConfigError` listing every unknown key and every invalid batch size, seed,
+    epoch count, patience, learning rate, weight decay or evaluation setting of ``cfg`` (the
+    composed train config); return None if valid."""
     problems: list[str] = []
+    _check_keys(cfg, problems)
     _check_seeds(cfg, problems)
     _check_batch_size(cfg, problems)
     _check_epochs(cfg, problems)
     _check_optimizer(cfg, problems)
+    _check_evaluation(cfg, problems)
     if problems:
         raise ConfigError(problems)
 
