@@ -117,8 +117,9 @@ def test_sigterm_saves_last_checkpoint_exits_143_and_resumes(tmp_path):
     again = _popen(args, tmp_path)
     out = again.communicate(timeout=600)[0]
     assert again.returncode == 0, out
-    outcome = json.loads((run_dir / ".hydra" / "outcome.json").read_text())
-    assert outcome["outcome"] == "resumed"
+    from xfvae.runs.sweep import read_outcomes
+
+    assert [r["outcome"] for r in read_outcomes(run_dir)] == ["resumed"]
     history = pd.read_csv(run_dir / "history.csv")
     assert list(history["epoch"]) == list(range(len(history))) and len(history) > stopped_at + 1
 

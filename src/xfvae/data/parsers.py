@@ -6,8 +6,8 @@ their original values (int64 for integer ids, else str), ratings are float64.
 Id inference (user-supplied csv): ids are read as text, and a column becomes int64 only when every
 id in it is the canonical spelling of an integer (``0``, ``123``, ``-7``; at most 18 digits). So
 ``0123`` and ``123``, or ``1.0`` and ``1``, stay two distinct ids (the column is kept as text)
-instead of being merged into the number 123 or 1. Ids are compared as exact strings: surrounding
-spaces are part of the id.
+instead of being merged into the number 123 or 1. Ids are compared as exact strings after the
+spaces around them are removed (``25, 27, 1`` is item ``27``, not ``' 27'``; logged with its line).
 
 Speed: everything goes through the pandas C parser; no Python loop touches rows unless a row is
 already known to be bad (then the file is scanned up to it only to quote it in the message). The
@@ -133,6 +133,11 @@ def parse_ratings(
         raise ValueError(
             f"duplicates={duplicates!r} is not a policy; use one of {', '.join(DUPLICATE_POLICIES)}"
         )
+    if float(rating_min) > float(rating_max):
+        raise ValueError(
+            f"rating_min={rating_min:g} is above rating_max={rating_max:g}: the scale's minimum "
+            "must not exceed its maximum (data.options.rating_min / data.options.rating_max)"
+        )
     f, src = FORMATS[fmt], Source(Path(path), member)
     check_ratings_file(src.path, key)
     df, fields = _read(src, f, tuple(columns), key)
@@ -225,10 +230,17 @@ def _select_named_columns(df: pd.DataFrame, src: Source) -> pd.DataFrame:
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in ("user", "item", "rating") if c not in df.columns]
     if missing:
+        first = _raw_line(src, 1)  # as written: pandas renames repeated names ('26' -> '26.1')
+        numeric = pd.to_numeric(pd.Series(_fields(first, FORMATS["csv"])), errors="coerce")
+        problem = (
+            f"the file has no header line: its first line {first!r} is data"
+            if numeric.notna().all()
+            else f"the header {first!r} lacks the column(s) {', '.join(missing)}"
+        )
         raise DataFormatError(
             src.label,
             1,
-            f"the header {','.join(df.columns)!r} lacks the column(s) {', '.join(missing)}",
+            problem,
             "Start the file with a header line 'user,item,rating' (optionally ',timestamp')",
         )
     extra = [c for c in df.columns if c not in RATING_COLUMNS]
@@ -367,13 +379,32 @@ def _missing_value(
 
 
 def _ids(s: pd.Series, src: Source, col: str, kind: str) -> pd.Series:
+    if kind in ("str", "infer"):
+        s = _strip_ids(s.astype(str), src, col)
     if kind == "str":
-        return s.astype(str)
+        return s
     if kind == "infer":
         return infer_id_type(s, f"{src.label}: {col} ids")
     if ptypes.is_integer_dtype(s.dtype):
         return s.astype(np.int64)
     return _numbers(s, src, f"{col} id", integer=True)
+
+
+def _strip_ids(ids: pd.Series, src: Source, col: str) -> pd.Series:
+    """Ids without the spaces around them (``25, 27, 1``: item ``27``, not ``' 27'``), logged."""
+    stripped = ids.str.strip()
+    changed = (stripped != ids).to_numpy()
+    if changed.any():
+        pos = int(np.argmax(changed))
+        log.info(
+            "%s:%d: %d %s id(s) with spaces around them (first %r); spaces removed",
+            src.label,
+            ids.index[pos],
+            int(changed.sum()),
+            col,
+            ids.iat[pos],
+        )
+    return stripped
 
 
 #: The canonical spelling of an int64 id: no sign but "-", no leading zeros, at most 18 digits.

@@ -276,6 +276,15 @@ def _check_evaluation(cfg: DictConfig, problems: list[str]) -> None:
         )
 
 
+def _check_rating_scale(cfg: DictConfig, problems: list[str]) -> None:
+    lo, hi = _get(cfg, "data.options.rating_min"), _get(cfg, "data.options.rating_max")
+    if _is_real(lo) and _is_real(hi) and lo > hi:
+        problems.append(
+            f"data.options.rating_min={lo} is above data.options.rating_max={hi}: the rating "
+            "scale's minimum must not exceed its maximum"
+        )
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` listing every unknown key and every invalid batch size, seed,
     epoch count, patience, learning rate, weight decay or evaluation setting of ``cfg`` (the
@@ -287,6 +296,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check_epochs(cfg, problems)
     _check_optimizer(cfg, problems)
     _check_evaluation(cfg, problems)
+    _check_rating_scale(cfg, problems)
     if problems:
         raise ConfigError(problems)
 
