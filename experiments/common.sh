@@ -5,7 +5,8 @@
 # submitit_local: hydra/launcher=$LAUNCHER), FRESH=1 (start over: overwrite=true), JOBS (sweeps
 # run side by side on this machine; default: the number of cores), THREADS (torch threads per run,
 # default 1: results are identical for identical seeds and thread counts, so 1 makes them the same
-# on any machine), PY (.venv/bin/python).
+# on one kind of machine), CPU_ISA (avx2 | avx512 | default: the instruction set the math kernels
+# may use, see below; unset: each machine's best), PY (.venv/bin/python).
 #
 # Runs go to a stable folder per experiment, logs/<experiment>/<data>/<name>/<job>, so running the
 # same target again skips complete jobs, resumes killed ones from their last.ckpt and runs the
@@ -21,6 +22,16 @@ LAUNCHER=${LAUNCHER:-}
 FRESH=${FRESH:-0}
 JOBS=${JOBS:-$(nproc)}
 export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
+# CPU_ISA pins the vector instruction set of torch's own kernels (ATEN_CPU_CAPABILITY), MKL's BLAS
+# (MKL_CBWR) and oneDNN (ONEDNN_MAX_CPU_ISA): machines whose CPUs differ (AVX2 vs AVX-512) then run
+# the same kernels. Each run records what torch used (metrics.json machine.cpu_capability).
+case "${CPU_ISA:-}" in
+  "") ;;
+  avx2) export ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ;;
+  avx512) export ATEN_CPU_CAPABILITY=avx512 MKL_CBWR=AVX512 ONEDNN_MAX_CPU_ISA=AVX512_CORE ;;
+  default) export ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE ONEDNN_MAX_CPU_ISA=SSE41 ;;
+  *) echo "error: CPU_ISA=$CPU_ISA; use avx2, avx512 or default (or leave it unset)" >&2; exit 2 ;;
+esac
 export PYTHONHASHSEED=0  # scikit-posthocs draws CD-diagram bars in set order: same bytes every run
 : "${EXPERIMENT:?set EXPERIMENT before sourcing common.sh}"
 RUNS=${RUNS:-logs/$EXPERIMENT}

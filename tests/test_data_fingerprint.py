@@ -90,3 +90,22 @@ def test_file_hashes_are_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
     assert (
         len(calls) == 4 and changed["test"] != first["test"] and changed["train"] == first["train"]
     )
+
+
+def test_a_run_from_before_fingerprints_is_still_skipped(tmp_path, cfg_factory):
+    """Run directories written under identity-v1 (config-only hash, no fingerprint) are this
+    configuration's: a make target run again over old logs/ skips them instead of refusing."""
+    paths = write_split(tmp_path / "data")
+    cfg = cfg_factory(*csv_args(paths), "model.max_epochs=2", out=tmp_path / "run")
+    first = train(cfg)
+    for name in ("run.json", "metrics.json"):  # rewrite as the old scheme wrote them
+        f = tmp_path / "run" / name
+        data = json.loads(f.read_text())
+        data.pop("data_fingerprint")
+        data["config_hash"] = config_hash(cfg)
+        if name == "metrics.json":
+            data["config_hash_scheme"] = "identity-v1"
+        f.write_text(json.dumps(data))
+    again = train(cfg_factory(*csv_args(paths), "model.max_epochs=2", out=tmp_path / "run"))
+    assert again["val/rmse"] == first["val/rmse"] and "data_fingerprint" not in again
+    assert collect(tmp_path / "run").iloc[0]["status"] == "complete"

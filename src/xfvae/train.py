@@ -64,7 +64,7 @@ def _train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> tuple
     validate_config(cfg)  # before anything is created or built
     out_dir = Path(cfg.paths.output_dir)
     fingerprint = data_fingerprint(cfg.data)
-    run = RunDir(out_dir, config_hash(cfg, fingerprint), fingerprint)
+    run = RunDir(out_dir, config_hash(cfg, fingerprint), fingerprint, config_hash(cfg))
     with run.lock():
         plan = run.plan(resume=bool(cfg.get("resume", True)), overwrite=bool(cfg.get("overwrite")))
         if plan.action == "skip":  # the finished run's files stay as they are: nothing written

@@ -2,8 +2,9 @@
 before its checkpoint (Lightning's writer deletes the file when it finds one) and is written
 atomically (:mod:`xfvae.runs.atomic`) at every flush instead of being appended to in place.
 
-Rows the killed invocation logged after its last checkpoint are replaced by the resumed run's: at
-its first flush, the rows of the epochs it logs again are dropped.
+Rows the earlier invocation logged after its last checkpoint are replaced by the resumed run's: at
+its first flush, the rows of the epochs it logs again are dropped, and so are rows without an epoch
+(the final summary row ``xfvae.train`` logs, which the resumed run logs again).
 """
 
 from __future__ import annotations
@@ -40,11 +41,10 @@ class _ResumableWriter(ExperimentWriter):
         rows = self._read_rows()
         if not self._resumed_rows_dropped:
             epochs = [float(m["epoch"]) for m in self.metrics if m.get("epoch") is not None]
-            if epochs:
-                first = min(epochs)
-                rows = [
-                    r for r in rows if r.get("epoch") in (None, "") or float(r["epoch"]) < first
-                ]
+            first = min(epochs, default=float("inf"))
+            rows = [
+                r for r in rows if r.get("epoch") not in (None, "") and float(r["epoch"]) < first
+            ]
             self._resumed_rows_dropped = True
         rows += self.metrics
         keys = sorted(set().union(*rows))

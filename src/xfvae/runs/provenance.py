@@ -41,6 +41,10 @@ def git_commit() -> str:
         return "unknown"
 
 
+#: Environment variables that pin the instruction set of torch's kernels, MKL and oneDNN.
+ISA_PINS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
+
+
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
     try:
@@ -55,7 +59,8 @@ def cpu_model() -> str:
 
 def machine() -> dict[str, Any]:
     """Where a run ran. ``cpu_capability`` is the instruction set torch's CPU kernels dispatched to
-    (``ATEN_CPU_CAPABILITY`` pins it): runs agree bit for bit only on equal capabilities."""
+    (``ATEN_CPU_CAPABILITY`` pins it; ``isa_pins`` lists the pins that were set): CPU runs agree
+    bit for bit only where the kernels are the same."""
     info = {
         "host": platform.node(),
         "platform": platform.platform(),
@@ -64,8 +69,8 @@ def machine() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "mkl": torch.backends.mkl.is_available(),
-        "mkldnn": torch.backends.mkldnn.is_available(),
+        # the settings that pin the kernels' instruction set (experiments/common.sh CPU_ISA)
+        "isa_pins": {k: os.environ[k] for k in ISA_PINS if os.environ.get(k)},
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }

@@ -72,10 +72,14 @@ class RunDir:
         path: str | os.PathLike,
         config_hash: str,
         data_fingerprint: dict[str, Any] | None = None,
+        config_only_hash: str | None = None,
     ):
+        """``config_only_hash``: the configuration's hash without the data fingerprint, which is
+        how runs written before the fingerprint existed (scheme identity-v1) name themselves."""
         self.path = Path(path)
         self.config_hash = config_hash
         self.data_fingerprint = data_fingerprint
+        self.config_only_hash = config_only_hash
 
     # -- what is there ---------------------------------------------------------------------------
     def read_state(self) -> dict[str, Any] | None:
@@ -91,11 +95,8 @@ class RunDir:
                         "replace the directory's results"
                     ) from exc
                 if name == METRICS_FILE:
-                    return {
-                        "config_hash": data.get("config_hash"),
-                        "data_fingerprint": data.get("data_fingerprint"),
-                        "status": "complete",
-                    }
+                    keys = ("config_hash", "data_fingerprint")
+                    return {k: data[k] for k in keys if k in data} | {"status": "complete"}
                 return data
         return None
 
@@ -115,7 +116,9 @@ class RunDir:
                     "(hydra.run.dir=... / hydra.sweep.dir=...)"
                 )
             return Plan("fresh")
-        if state.get("config_hash") != self.config_hash:
+        if state.get("config_hash") != self.config_hash and not self._same_before_fingerprint(
+            state
+        ):
             changed = self._changed_data(state.get("data_fingerprint"))
             if changed:
                 raise RunDirConflict(
@@ -142,6 +145,15 @@ class RunDir:
             return Plan("resume", ckpt=ckpt)
         self.clear()
         return Plan("fresh")
+
+    def _same_before_fingerprint(self, state: dict[str, Any]) -> bool:
+        """A run from before data fingerprints (no ``data_fingerprint`` recorded) of this very
+        configuration: its data cannot be checked, and it is taken as this run's."""
+        return (
+            "data_fingerprint" not in state
+            and self.config_only_hash is not None
+            and state.get("config_hash") == self.config_only_hash
+        )
 
     def _changed_data(self, recorded: Any) -> str | None:
         """Which data files differ from the recorded fingerprint (None: not known to differ)."""
