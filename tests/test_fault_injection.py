@@ -17,16 +17,10 @@ import pandas as pd
 import pytest
 
 import xfvae.runs.atomic as atomic
+from tests.test_rundir import TINY as RUNDIR_TINY
 from xfvae.train import train
 
-TINY = [
-    "model=mf",
-    "data=synthetic",
-    "data.options.n_users=60",
-    "data.options.n_items=40",
-    "model.max_epochs=3",
-    "model.patience=100",
-]
+TINY = [*RUNDIR_TINY, "model.patience=100"]  # MF, 60 x 40 synthetic ratings, 3 epochs
 SAME = ["val/rmse", "test/rmse", "test/ndcg@20", "best_epoch", "epochs", "config_hash"]
 EXACT = ["epoch", "train_loss", "val_rmse", "test_rmse"]
 

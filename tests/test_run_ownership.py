@@ -10,9 +10,9 @@ import json
 
 import pandas as pd
 import pytest
-import pytorch_lightning as pl
 
 from tests._tiny import csv_args, file_hashes, hydra_train, write_split
+from tests.test_resume import Crash
 from xfvae.report.collect import collect
 from xfvae.runs.provenance import config_hash
 from xfvae.runs.rundir import RunDir, RunDirConflict
@@ -66,17 +66,6 @@ def test_a_process_that_finds_the_directory_locked_writes_nothing(tmp_path, monk
 
 
 TINY = ["model=mf", "data=synthetic", "data.options.n_users=60", "data.options.n_items=40"]
-
-
-class Crash(pl.Callback):
-    """Stops the run in the middle of epoch ``at`` (a stand-in for a kill)."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def on_train_batch_end(self, trainer, *args):
-        if trainer.current_epoch == self.at:
-            raise RuntimeError("crash")
 
 
 def test_resume_removes_orphan_temp_files(tmp_path, cfg_factory):
