@@ -163,7 +163,7 @@ BAD = {
     "header only": ("ml-20m-csv", "userId,movieId,rating,timestamp\n", 1, "the file holds no ratings"),
     "wrong header": ("ml-20m-csv", "user,movie,rating,timestamp\n1,2,3,4\n", 1, "the header is 'user,movie,rating,timestamp'"),
     "csv without rating column": ("csv", "user,item\n1,2\n", 1, "lacks the column(s) rating"),
-    "csv without header": ("csv", "1,2,3\n4,5,6\n", 1, "lacks the column(s) user, item, rating"),
+    "csv without header": ("csv", "1,2,3\n4,5,6\n", 1, "no header line: its first line '1,2,3' is data"),
     "duplicate pair": ("ml-100k-data", "1\t2\t3\t4\n1\t3\t3\t5\n1\t2\t5\t6\n", 3, "user '1' rates item '2' again (first on line 1)"),
     "duplicate after header": ("ml-20m-csv", "userId,movieId,rating,timestamp\n1,2,3,4\n1,2,4,5\n", 3, "(first on line 2)"),
     "not utf-8": ("amazon-csv", "A,B,3,4\nC,\xff\xfe,3,4\n", 2, "not UTF-8"),
@@ -351,7 +351,7 @@ def test_inferred_ids_keep_leading_zeros_and_decimals_distinct(tmp_path):
     df = parse_ratings(path, "csv")
     assert df["item"].tolist() == ["0123", "123", "1.0", "1"]  # four items, kept as text
     assert df["user"].tolist() == [1, 1, 2, 2] and df["user"].dtype == np.int64
-    for a, b in (("+5", "5"), ("-0", "0"), (" 7", "7")):  # distinct users, not a duplicate pair
+    for a, b in (("+5", "5"), ("-0", "0")):  # distinct users, not a duplicate pair
         text = f"user,item,rating\n{a},7,1\n{b},7,2\n"
         assert parse_ratings(_write(tmp_path, text, "s.csv"), "csv")["user"].tolist() == [a, b]
 

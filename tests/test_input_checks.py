@@ -3,8 +3,6 @@ cases 3 and 11)."""
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 from tests._tiny import csv_args, write_split
@@ -84,11 +82,7 @@ def test_an_inverted_rating_scale_is_named_as_such(tmp_path):
         load_csv_split(*paths.values(), rating_min=5, rating_max=1)
 
 
-def test_spaces_around_ids_are_removed_and_logged(tmp_path, caplog):
-    paths = _three(tmp_path, "user,item,rating\n25, 27, 1\n25,28,2\n26 ,27,3\n")
-    with caplog.at_level(logging.INFO, logger="xfvae.data.parsers"):
-        train_df, _, _ = load_csv_split(*paths.values())
-    assert sorted(train_df["item"].unique()) == [27, 28]  # ' 27' is item 27, not a new one
-    assert sorted(train_df["user"].unique()) == [25, 26]
-    assert "tr.csv:2: 1 item id(s) with spaces around them" in caplog.text
-    assert "tr.csv:4: 1 user id(s) with spaces around them" in caplog.text
+def test_ids_with_spaces_around_them_are_refused_with_their_line(tmp_path):
+    paths = _three(tmp_path, "user,item,rating\n25,28,2\n25, 27, 1\n")
+    with pytest.raises(ValueError, match=r"tr.csv:3: item id ' 27' has spaces around it"):
+        load_csv_split(*paths.values())

@@ -6,8 +6,8 @@ their original values (int64 for integer ids, else str), ratings are float64.
 Id inference (user-supplied csv): ids are read as text, and a column becomes int64 only when every
 id in it is the canonical spelling of an integer (``0``, ``123``, ``-7``; at most 18 digits). So
 ``0123`` and ``123``, or ``1.0`` and ``1``, stay two distinct ids (the column is kept as text)
-instead of being merged into the number 123 or 1. Ids are compared as exact strings after the
-spaces around them are removed (``25, 27, 1`` is item ``27``, not ``' 27'``; logged with its line).
+instead of being merged into the number 123 or 1. Ids are compared as exact strings, so an id with
+spaces around it (``25, 27, 1``) is an error naming its line, not silently a new item ``' 27'``.
 
 Speed: everything goes through the pandas C parser; no Python loop touches rows unless a row is
 already known to be bad (then the file is scanned up to it only to quote it in the message). The
@@ -379,32 +379,29 @@ def _missing_value(
 
 
 def _ids(s: pd.Series, src: Source, col: str, kind: str) -> pd.Series:
-    if kind in ("str", "infer"):
-        s = _strip_ids(s.astype(str), src, col)
     if kind == "str":
-        return s
+        return s.astype(str)
     if kind == "infer":
+        _check_no_spaces(s.astype(str), src, col)
         return infer_id_type(s, f"{src.label}: {col} ids")
     if ptypes.is_integer_dtype(s.dtype):
         return s.astype(np.int64)
     return _numbers(s, src, f"{col} id", integer=True)
 
 
-def _strip_ids(ids: pd.Series, src: Source, col: str) -> pd.Series:
-    """Ids without the spaces around them (``25, 27, 1``: item ``27``, not ``' 27'``), logged."""
-    stripped = ids.str.strip()
-    changed = (stripped != ids).to_numpy()
-    if changed.any():
-        pos = int(np.argmax(changed))
-        log.info(
-            "%s:%d: %d %s id(s) with spaces around them (first %r); spaces removed",
+def _check_no_spaces(ids: pd.Series, src: Source, col: str) -> None:
+    """Refuse ids with spaces around them (``25, 27, 1``): compared as exact text, ``' 27'`` would
+    silently be another item than ``27``."""
+    padded = (ids.str.strip() != ids).to_numpy()
+    if padded.any():
+        pos = int(np.argmax(padded))
+        raise DataFormatError(
             src.label,
             ids.index[pos],
-            int(changed.sum()),
-            col,
-            ids.iat[pos],
+            f"{col} id {ids.iat[pos]!r} has spaces around it",
+            f"Remove the spaces around the fields (ids are compared as exact text: {ids.iat[pos]!r} "
+            f"and {ids.iat[pos].strip()!r} would be two different {col}s)",
         )
-    return stripped
 
 
 #: The canonical spelling of an int64 id: no sign but "-", no leading zeros, at most 18 digits.
