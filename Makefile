@@ -17,8 +17,8 @@ SEEDS ?= 0,1,2
 .PHONY: install test test-slow lint format data report clean-logs help reproduce-all check-defaults \
 	reproduce-table1 reproduce-table3 reproduce-figure2 reproduce-table4 reproduce-figure3 reproduce-figure4
 
-help:
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+help: ## list every target with what it does
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## create .venv and install xfvae + dev tools (idempotent)
 
@@ -39,11 +39,11 @@ test: install data ## run the default test suite (not the `slow` ones) and print
 test-slow: install data ## the long checks only
 	$(BIN)/python -m pytest -m slow
 
-lint: install ## ruff
+lint: install ## ruff check + format check (changes nothing)
 	$(BIN)/ruff check src baselines tests benchmarks experiments
 	$(BIN)/ruff format --check src baselines tests benchmarks experiments
 
-format: install
+format: install ## ruff format + ruff check --fix (rewrites files)
 	$(BIN)/ruff format src baselines tests benchmarks experiments
 	$(BIN)/ruff check --fix src baselines tests benchmarks experiments
 
@@ -103,5 +103,5 @@ report: install ## collect runs under logs/ and write stats (all models, top 4),
 figures: install ## every table and figure again from the committed results/, no training (seconds)
 	$(BIN)/python experiments/figures.py
 
-clean-logs:
+clean-logs: ## delete logs/ (every run directory, checkpoint and tuning journal)
 	rm -rf logs

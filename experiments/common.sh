@@ -26,6 +26,9 @@ export PYTHONHASHSEED=0  # scikit-posthocs draws CD-diagram bars in set order: s
 RUNS=${RUNS:-logs/$EXPERIMENT}
 STARTED=$($PY -c 'from xfvae.runs.sweep import now; print(now())')
 FAILED_SWEEPS=()
+PLAN_ONLY=0
+PLANNED=0
+WATCHER=
 PIDS=()
 NAMES=()
 
@@ -42,11 +45,13 @@ model_args() {
   if [ -f "conf/tuned/$1/$2.yaml" ]; then echo "tuned=$1/$2"; else echo "model=$2"; fi
 }
 
-# train_sweep NAME SUBDIR OVERRIDES...: one Hydra multirun into $RUNS/NAME/SUBDIR
+# train_sweep NAME SUBDIR OVERRIDES...: one Hydra multirun into $RUNS/NAME/SUBDIR (while
+# run_sweeps plans, it only counts the jobs)
 train_sweep() {
   local name=$1 subdir=$2; shift 2
   local args=(-m trainer="$TRAINER" seed="$SEEDS" "$@"
     hydra.sweep.dir="$RUNS/$name" hydra.sweep.subdir="$subdir")
+  if [ "$PLAN_ONLY" = 1 ]; then PLANNED=$(( PLANNED + $(sweep_size "${args[@]}") )); return; fi
   mkdir -p "$(dirname "$RUNS/$name")"
   [ -n "$LAUNCHER" ] && args+=(hydra/launcher="$LAUNCHER")
   [ "$FRESH" = 1 ] && args+=(overwrite=true)
@@ -58,6 +63,32 @@ train_sweep() {
   $PY -m xfvae.train "${args[@]}" > "$RUNS/$name.out" 2>&1 &
   PIDS+=($!); NAMES+=("$name")
   echo "started $name (log $RUNS/$name.out)"
+}
+
+# sweep_size OVERRIDES...: the jobs of one multirun, the product of its comma-separated values
+sweep_size() {
+  local n=1 a commas
+  for a in "$@"; do
+    case "$a" in
+      *'['*|*'{'*) ;;  # a list or dict value is one value
+      *=*,*) commas=${a#*=}; commas=${commas//[^,]/}; n=$(( n * (${#commas} + 1) )) ;;
+    esac
+  done
+  echo "$n"
+}
+
+# run_sweeps FUNCTION: count the jobs FUNCTION starts (it calls train_sweep), start the progress
+# watcher (experiments/progress.py: runs finished / total, failures, elapsed, time left, at least
+# once a minute here and in $RUNS/progress.log), then run FUNCTION
+run_sweeps() {
+  PLAN_ONLY=1; PLANNED=0; "$1"; PLAN_ONLY=0
+  local roots=() d
+  for d in $DATASETS; do roots+=("$RUNS/$d"); done
+  echo "$EXPERIMENT: $PLANNED runs planned; progress below and in $RUNS/progress.log"
+  $PY experiments/progress.py "${roots[@]}" --total "$PLANNED" --since "$STARTED" \
+    --log "$RUNS/progress.log" --tick "${PROGRESS_TICK:-5}" &
+  WATCHER=$!
+  "$1"
 }
 
 # wait_sweeps: wait for the sweeps started in the background
@@ -86,6 +117,7 @@ archive() {
 # finish: one summary of every job this invocation ran, skipped, resumed or lost; exit status
 finish() {
   wait_sweeps
+  if [ -n "$WATCHER" ]; then kill "$WATCHER" 2>/dev/null; wait "$WATCHER" 2>/dev/null; WATCHER=; fi
   $PY -m xfvae.runs.sweep $(data_roots) --since "$STARTED"
   local rc=$?
   if [ ${#FAILED_SWEEPS[@]} -gt 0 ]; then
