@@ -1,0 +1,234 @@
+"""Numbers the committed results produce, written into the docs instead of typed by hand.
+
+A doc holds a block between two markers; ``make figures`` (``experiments/figures.py``) rewrites
+what lies between them from the files under ``results/``, and ``tests/test_docs.py`` fails when a
+committed block differs from what this module writes:
+
+    <!-- BEGIN generated:table3 (make figures) -->
+    ...
+    <!-- END generated:table3 -->
+
+    python experiments/doc_blocks.py [--check]   (rewrite the blocks, or only report stale ones)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from xfvae.report.names import MODEL_LABELS, VARIANT_LABELS
+from xfvae.runs.atomic import atomic_write_text
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = "ml-100k"
+#: Model config name -> the label the docs use (the paper's labels; "Ours" spelled out).
+LABELS = {**MODEL_LABELS, "mf": "biased MF", "xfvae": "cross-feedback VAE"}
+#: Tuning studies in the order of `make tune-all` (Table 3 models, then the Table 4 rows).
+STUDIES = (
+    "mf", "bpmf", "ncf", "cnncf", "urec", "irec", "vaecf", "daecf", "xfvae",
+    "xfvae_no_data_input", "xfvae_no_cross_feedback", "xfvae_no_attention",
+)  # fmt: skip
+_BLOCK = re.compile(
+    r"(<!-- BEGIN generated:(?P<name>[\w-]+) \(make figures\) -->\n)(?P<body>.*?)"
+    r"(<!-- END generated:(?P=name) -->)",
+    re.S,
+)
+
+
+def _span(values: pd.Series) -> str:
+    """min-max of a column, 1 decimal (2 below 1), one number when both round alike."""
+    digits = 2 if values.max() < 1 else 1
+    lo, hi = f"{values.min():.{digits}f}", f"{values.max():.{digits}f}"
+    return lo if lo == hi else f"{lo}-{hi}"
+
+
+def _runs(experiment: str, root: Path) -> pd.DataFrame:
+    path = root / "results" / experiment / DATA / "results.csv"
+    df = pd.read_csv(path)
+    df = df[df["status"] == "complete"].sort_values("seed")
+    df.attrs["path"] = path
+    return df
+
+
+def _config(run_dir: str, base: Path) -> str:
+    """``tuned`` when the run was started with a tuned configuration, else ``default``; read from
+    the committed copy of the run (``runs/`` beside the results, as experiments/archive.py lays it
+    out), never from a local logs/ folder."""
+    archived = base / "runs" / run_dir.split("/logs/", 1)[-1].split("/", 1)[-1]
+    overrides = yaml.safe_load((archived / ".hydra" / "overrides.yaml").read_text()) or []
+    return "tuned" if any(str(o).startswith("tuned=") for o in overrides) else "default"
+
+
+def _rows(df: pd.DataFrame, by: str) -> list[tuple[str, pd.DataFrame]]:
+    groups = [(name, g) for name, g in df.groupby(by, sort=False)]
+    return sorted(groups, key=lambda item: item[1]["test/rmse"].mean())
+
+
+def table3_snapshot(root: Path = ROOT) -> str:
+    """The README's few lines of Table 3: test RMSE and NDCG@20 per model, best first."""
+    df = _runs("table3", root)
+    lines = [
+        "| model | config | test RMSE, mean ± sd (seeds 0-2) | NDCG@20 | s/epoch (1 thread) |",
+        "|---|---|---|---|---|",
+    ]
+    for model, g in _rows(df, "model"):
+        rmse = g["test/rmse"]
+        lines.append(
+            f"| {LABELS.get(model, model)} | {_config(g['run_dir'].iloc[0], df.attrs['path'].parent)} "
+            f"| {rmse.mean():.3f} ± {rmse.std():.3f} | {g['test/ndcg@20'].mean():.3f} "
+            f"| {_span(g['seconds_per_epoch'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _best_of(g: pd.DataFrame) -> str:
+    return ", ".join(
+        f"{int(b)}/{int(e)}" for b, e in zip(g["best_epoch"], g["epochs"], strict=True)
+    )
+
+
+def table3_full(root: Path = ROOT) -> str:
+    """Table 3 per seed, with the selected epochs, seconds per epoch and training time to the stop."""
+    df = _runs("table3", root)
+    lines = [
+        "| model | config | test RMSE, seeds 0 / 1 / 2 | mean ± sd | val RMSE, mean "
+        "| NDCG@20 / Recall@20 | best epoch / epochs | s/epoch | training s to the stop, mean |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model, g in _rows(df, "model"):
+        rmse = g["test/rmse"]
+        lines.append(
+            f"| {LABELS.get(model, model)} | {_config(g['run_dir'].iloc[0], df.attrs['path'].parent)} "
+            f"| {' / '.join(f'{v:.4f}' for v in rmse)} | {rmse.mean():.3f} ± {rmse.std():.3f} "
+            f"| {g['val/rmse'].mean():.3f} "
+            f"| {g['test/ndcg@20'].mean():.3f} / {g['test/recall@20'].mean():.3f} "
+            f"| {_best_of(g)} | {_span(g['seconds_per_epoch'])} | {g['train_seconds'].mean():.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def table4(root: Path = ROOT) -> str:
+    """Table 4 per seed (the rows in the paper's order)."""
+    df = _runs("table4", root)
+    lines = [
+        "| variant | test RMSE, seeds 0 / 1 / 2 | mean ± sd | val RMSE, mean | best epoch / epochs "
+        "| s/epoch | training s to the stop, mean |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for variant, label in VARIANT_LABELS.items():
+        g = df[df["setting"] == f"ablation={variant}"]
+        if g.empty:
+            continue
+        rmse = g["test/rmse"]
+        lines.append(
+            f"| {label} | {' / '.join(f'{v:.4f}' for v in rmse)} "
+            f"| {rmse.mean():.3f} ± {rmse.std():.3f} | {g['val/rmse'].mean():.3f} "
+            f"| {_best_of(g)} | {_span(g['seconds_per_epoch'])} | {g['train_seconds'].mean():.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _study_row(name: str, folder: Path) -> str:
+    prov = json.loads((folder / "provenance.json").read_text())
+    sel_path = folder / "selection.json"
+    sel = json.loads(sel_path.read_text()) if sel_path.is_file() else {}
+    trials = pd.read_csv(folder / "trials.csv")
+    states = trials["state"].value_counts()
+    complete = trials[trials["state"] == "COMPLETE"]
+    best = complete["val_rmse_seed0"].min() if not complete.empty else float("nan")
+    chosen, off = sel.get("chosen") or {}, sel.get("extras_off") or {}
+    kept = f"{chosen['mean']:.4f} (trial {chosen['trial']})" if "mean" in chosen else "—"
+    if not off:
+        without = "—" if not chosen else "same (no extras)"
+    elif off.get("same_as_chosen"):
+        without = "same (no extras)"
+    else:
+        without = f"{off['mean']:.4f}"
+    waiting = int(states.get("WAITING", 0))
+    counts = (
+        f"{int(states.get('COMPLETE', 0))} / {int(states.get('PRUNED', 0))} / "
+        f"{int(states.get('FAIL', 0))}" + (f" (+{waiting} waiting)" if waiting else "")
+    )
+    best_text = f"{best:.4f}" if best == best else "—"
+    minutes = prov.get("trial_seconds", trials["seconds"].sum()) / 60
+    return (
+        f"| `{name}` | {prov.get('status', '?')} | {prov.get('budget', '?')} | {counts} "
+        f"| {best_text} | {kept} | {without} | {minutes:.0f} min |"
+    )
+
+
+def tuning(root: Path = ROOT) -> str:
+    """One row per study under results/tuning/<data>/, from its provenance, selection and trials."""
+    base = root / "results" / "tuning" / DATA
+    lines = [
+        "| study | status | budget | trials: complete / pruned / failed | best val RMSE, seed 0 "
+        "| kept: mean val RMSE, seeds 0-2 | kept without extras (mean) | trial time (summed) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    names = [s for s in STUDIES if (base / s).is_dir()]
+    names += sorted(p.name for p in base.iterdir() if p.is_dir() and p.name not in STUDIES)
+    lines += [_study_row(name, base / name) for name in names]
+    missing = [s for s in STUDIES if s not in names]
+    if missing:
+        lines.append("")
+        lines.append(f"Not started (no records): {', '.join(f'`{s}`' for s in missing)}.")
+    return "\n".join(lines) + "\n"
+
+
+#: Block name -> what writes it.
+GENERATORS: dict[str, Callable[[Path], str]] = {
+    "table3": table3_snapshot,
+    "table3-full": table3_full,
+    "table4": table4,
+    "tuning": tuning,
+}
+#: The docs holding generated blocks.
+DOCS = ("README.md", "results/README.md", "docs/tuning.md")
+
+
+def blocks(text: str) -> dict[str, str]:
+    """Block name -> its current body in ``text``."""
+    return {m["name"]: m["body"] for m in _BLOCK.finditer(text)}
+
+
+def render(text: str, root: Path = ROOT) -> str:
+    """``text`` with every generated block rewritten from the results under ``root``."""
+
+    def body(m: re.Match) -> str:
+        name = m["name"]
+        if name not in GENERATORS:
+            raise ValueError(f"unknown generated block {name!r}; known: {sorted(GENERATORS)}")
+        return m.group(1) + GENERATORS[name](root) + m.group(4)
+
+    return _BLOCK.sub(body, text)
+
+
+def update(root: Path = ROOT, check: bool = False) -> list[str]:
+    """Rewrite (or with ``check`` only compare) the blocks of :data:`DOCS`; the stale docs."""
+    stale = []
+    for doc in DOCS:
+        path = root / doc
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        new = render(text, root)
+        if new != text:
+            stale.append(doc)
+            if not check:
+                atomic_write_text(path, new)
+    return stale
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="only list docs whose blocks are stale")
+    stale = update(check=p.parse_args().check)
+    print(f"generated doc blocks {'stale' if stale else 'up to date'}: {stale or ''}")
+    sys.exit(1 if stale and "--check" in sys.argv else 0)
