@@ -4,8 +4,8 @@
 # Env: DATASETS (default ml-100k), SEEDS (0,1,2), TRAINER (default | gpu), LAUNCHER (e.g. slurm,
 # submitit_local: hydra/launcher=$LAUNCHER), FRESH=1 (start over: overwrite=true), JOBS (sweeps
 # run side by side on this machine; default: the number of cores), THREADS (torch threads per run,
-# default 1: results are identical for identical seeds and thread counts, so 1 makes them the same
-# on any machine), PY (.venv/bin/python).
+# default 1: results are identical for identical seeds and thread counts on one machine; across
+# machines they can differ, docs/training.md "Seeds"), PY (.venv/bin/python).
 #
 # Runs go to a stable folder per experiment, logs/<experiment>/<data>/<name>/<job>, so running the
 # same target again skips complete jobs, resumes killed ones from their last.ckpt and runs the

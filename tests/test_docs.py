@@ -1,5 +1,5 @@
-"""The docs stay true: every relative link resolves (anchors included), every `make <target>` they
-name exists, every `python -m <module>` they name imports, every generated block equals what
+"""The docs stay true: every relative link resolves (anchors included), every repository path,
+`make <target>` and `python -m <module>` they name exists, every generated block equals what
 `make figures` writes from the committed results, and `make help` lists every target."""
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 CODE = re.compile(r"```.*?```|`[^`\n]+`", re.S)
 MAKE = re.compile(r"\bmake ([a-z][a-z0-9-]*)")
 PYTHON_M = re.compile(r"python -m ([A-Za-z_][\w.]*)")
+#: A path of this repository in backticks (placeholders such as <data> make it a pattern, not a path).
+REPO_PATH = re.compile(
+    r"`((?:src|baselines|tests|benchmarks|experiments|conf|results|notebooks|docs)/[\w./-]+?)"
+    r"(?:::\w+)?`"
+)
 
 
 def _line(text: str, pos: int) -> int:
@@ -94,6 +99,17 @@ def test_every_python_module_named_imports(doc):
         for line, code in in_code(doc)
         for module in PYTHON_M.findall(code)
         if importlib.util.find_spec(module) is None
+    ]
+    assert not missing, "\n".join(missing)
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_repository_path_named_exists(doc):
+    text = doc.read_text()
+    missing = [
+        f"{doc.relative_to(ROOT)}:{_line(text, m.start())}: `{m.group(1)}` does not exist"
+        for m in REPO_PATH.finditer(text)
+        if not (ROOT / m.group(1)).exists() and not (doc.parent / m.group(1)).exists()
     ]
     assert not missing, "\n".join(missing)
 

@@ -89,3 +89,24 @@ def test_an_experiment_script_plans_its_jobs_and_reports_progress(tmp_path):
     assert "progress: 6/9 runs finished" in text, text
     log = (runs / "progress.log").read_text()
     assert "progress: 6/9 runs finished" in log and "0 failed" in log
+
+
+def test_a_tuning_study_is_followed_in_its_journal(tmp_path):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = tmp_path / "journal.log"
+    assert progress.measure_study(journal, "mf", 20, started=0.0).finished == 0  # not started yet
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    study = optuna.create_study(study_name="mf", storage=storage)
+    optuna.create_study(study_name="mf.reruns", storage=storage)  # not counted
+    for state in ("COMPLETE", "PRUNED", "FAIL", "COMPLETE"):
+        trial = study.ask()
+        if state == "COMPLETE":
+            study.tell(trial, 0.9)
+        else:
+            study.tell(trial, state=getattr(optuna.trial.TrialState, state))
+    study.ask()  # running: not finished
+    state = progress.measure_study(journal, "mf", 20, started=0.0)
+    assert (state.total, state.finished, state.failed) == (20, 3, 1)
