@@ -59,10 +59,18 @@ train_sweep() {
   # for its own jobs on the cluster).
   local limit=$JOBS
   [ -n "$LAUNCHER" ] && limit=1000000
-  while [ "$(jobs -rp | wc -l)" -ge "$limit" ]; do wait -n; done
+  while [ "$(running_sweeps)" -ge "$limit" ]; do wait -n "${PIDS[@]}"; done
   $PY -m xfvae.train "${args[@]}" > "$RUNS/$name.out" 2>&1 &
   PIDS+=($!); NAMES+=("$name")
   echo "started $name (log $RUNS/$name.out)"
+}
+
+# running_sweeps: how many of the sweeps started here have not been waited for (the progress
+# watcher, also a background job, is not one of them)
+running_sweeps() {
+  local n=0 p
+  for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done
+  echo "$n"
 }
 
 # sweep_size OVERRIDES...: the jobs of one multirun, the product of its comma-separated values

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from xfvae.runs.sweep import now, record_outcome
+from xfvae.runs.sweep import now, read_outcomes, record_outcome
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -69,7 +69,7 @@ def test_an_experiment_script_plans_its_jobs_and_reports_progress(tmp_path):
     fake.chmod(0o755)
     runs = tmp_path / "logs"
     script = f"""
-        EXPERIMENT=fake RUNS={runs} PY={fake} SEEDS=0,1,2 DATASETS=d1 JOBS=2 PROGRESS_TICK=0.05
+        EXPERIMENT=fake RUNS={runs} PY={fake} SEEDS=0,1,2 DATASETS=d1 JOBS=1 PROGRESS_TICK=0.05
         source experiments/common.sh
         sweeps() {{
           train_sweep d1/a 'seed${{seed}}' model=mf
@@ -83,7 +83,11 @@ def test_an_experiment_script_plans_its_jobs_and_reports_progress(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )  # fmt: skip
     text = out.stdout + out.stderr
+    assert out.returncode == 0, text
     assert "fake: 9 runs planned" in text, text  # 3 seeds + 3 seeds x 2 fractions
+    # JOBS=1 counts sweeps only (the watcher is a background job too): one after the other
+    a, b = (read_outcomes(runs / "d1" / name) for name in ("a", "b"))
+    assert max(r["at"] for r in a) < min(r["at"] for r in b)
     assert "progress: 0/9 runs finished" in text
     # the fake writes 3 outcomes per sweep; the second sweep is counted as 3 of its 6
     assert "progress: 6/9 runs finished" in text, text
