@@ -79,11 +79,9 @@ def table3_snapshot(root: Path = ROOT) -> str:
         "|---|---|---|---|---|",
     ]
     for model, g in _rows(df, "model"):
-        rmse = g["test/rmse"]
         lines.append(
-            f"| {LABELS.get(model, model)} | {_config(g['run_dir'].iloc[0], df.attrs['path'].parent)} "
-            f"| {rmse.mean():.3f} ± {rmse.std():.3f} | {g['test/ndcg@20'].mean():.3f} "
-            f"| {_span(g['seconds_per_epoch'])} |"
+            f"| {_label(df, model, g)} | {_mean_sd(g['test/rmse'])} "
+            f"| {g['test/ndcg@20'].mean():.3f} | {_span(g['seconds_per_epoch'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -94,45 +92,55 @@ def _best_of(g: pd.DataFrame) -> str:
     )
 
 
+def _mean_sd(values: pd.Series) -> str:
+    return f"{values.mean():.3f} ± {values.std():.3f}"
+
+
+def _label(df: pd.DataFrame, model: str, g: pd.DataFrame) -> str:
+    """Model label and whether it ran its tuned configuration."""
+    return f"{LABELS.get(model, model)} | {_config(g['run_dir'].iloc[0], df.attrs['path'].parent)}"
+
+
+def _per_seed(g: pd.DataFrame) -> str:
+    """Cells: test RMSE per seed | mean ± sd | mean validation RMSE."""
+    rmse = g["test/rmse"]
+    seeds = " / ".join(f"{v:.4f}" for v in rmse)
+    return f"{seeds} | {_mean_sd(rmse)} | {g['val/rmse'].mean():.3f}"
+
+
+#: The columns of :func:`_per_seed` and :func:`_cost`.
+PER_SEED = ("test RMSE, seeds 0 / 1 / 2", "mean ± sd", "val RMSE, mean")
+COST = ("best epoch / epochs", "s/epoch", "training s to the stop, mean")
+
+
+def _table(columns: tuple[str, ...], rows: list[str]) -> str:
+    """A Markdown table of ``rows`` (each a line of cells) under ``columns``."""
+    head = [f"| {' | '.join(columns)} |", "|" + "---|" * len(columns)]
+    return "\n".join(head + rows) + "\n"
+
+
+def _cost(g: pd.DataFrame) -> str:
+    """Cells: best epoch / epochs | seconds per epoch | mean training seconds to the stop."""
+    return f"{_best_of(g)} | {_span(g['seconds_per_epoch'])} | {g['train_seconds'].mean():.0f}"
+
+
 def table3_full(root: Path = ROOT) -> str:
     """Table 3 per seed, with the selected epochs, seconds per epoch and training time to the stop."""
     df = _runs("table3", root)
-    lines = [
-        "| model | config | test RMSE, seeds 0 / 1 / 2 | mean ± sd | val RMSE, mean "
-        "| NDCG@20 / Recall@20 | best epoch / epochs | s/epoch | training s to the stop, mean |",
-        "|---|---|---|---|---|---|---|---|---|",
+    rows = [
+        f"| {_label(df, model, g)} | {_per_seed(g)} "
+        f"| {g['test/ndcg@20'].mean():.3f} / {g['test/recall@20'].mean():.3f} | {_cost(g)} |"
+        for model, g in _rows(df, "model")
     ]
-    for model, g in _rows(df, "model"):
-        rmse = g["test/rmse"]
-        lines.append(
-            f"| {LABELS.get(model, model)} | {_config(g['run_dir'].iloc[0], df.attrs['path'].parent)} "
-            f"| {' / '.join(f'{v:.4f}' for v in rmse)} | {rmse.mean():.3f} ± {rmse.std():.3f} "
-            f"| {g['val/rmse'].mean():.3f} "
-            f"| {g['test/ndcg@20'].mean():.3f} / {g['test/recall@20'].mean():.3f} "
-            f"| {_best_of(g)} | {_span(g['seconds_per_epoch'])} | {g['train_seconds'].mean():.0f} |"
-        )
-    return "\n".join(lines) + "\n"
+    return _table(("model", "config", *PER_SEED, "NDCG@20 / Recall@20", *COST), rows)
 
 
 def table4(root: Path = ROOT) -> str:
     """Table 4 per seed (the rows in the paper's order)."""
     df = _runs("table4", root)
-    lines = [
-        "| variant | test RMSE, seeds 0 / 1 / 2 | mean ± sd | val RMSE, mean | best epoch / epochs "
-        "| s/epoch | training s to the stop, mean |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for variant, label in VARIANT_LABELS.items():
-        g = df[df["setting"] == f"ablation={variant}"]
-        if g.empty:
-            continue
-        rmse = g["test/rmse"]
-        lines.append(
-            f"| {label} | {' / '.join(f'{v:.4f}' for v in rmse)} "
-            f"| {rmse.mean():.3f} ± {rmse.std():.3f} | {g['val/rmse'].mean():.3f} "
-            f"| {_best_of(g)} | {_span(g['seconds_per_epoch'])} | {g['train_seconds'].mean():.0f} |"
-        )
-    return "\n".join(lines) + "\n"
+    groups = [(label, df[df["setting"] == f"ablation={v}"]) for v, label in VARIANT_LABELS.items()]
+    rows = [f"| {label} | {_per_seed(g)} | {_cost(g)} |" for label, g in groups if not g.empty]
+    return _table(("variant", *PER_SEED, *COST), rows)
 
 
 def _study_row(name: str, folder: Path) -> str:
