@@ -143,6 +143,45 @@ def table4(root: Path = ROOT) -> str:
     return _table(("variant", *PER_SEED, *COST), rows)
 
 
+def figure3(root: Path = ROOT) -> str:
+    """Figure 3's numbers: test RMSE, mean ± sd over seeds, per model and training fraction,
+    sorted by the largest fraction; models that ran their default config say so."""
+    df = _runs("figure3", root)
+    fracs = sorted(df["train_frac"].unique())
+    table = df.groupby(["model", "train_frac"])["test/rmse"]
+    means = table.mean().unstack("train_frac")
+    order = means[fracs[-1]].sort_values(kind="stable").index
+    rows = []
+    for model in order:
+        g = df[df["model"] == model]
+        config = _config(g["run_dir"].iloc[0], df.attrs["path"].parent)
+        label = LABELS.get(model, model) + (" (default config)" if config == "default" else "")
+        cells = " | ".join(_mean_sd(g[g["train_frac"] == f]["test/rmse"]) for f in fracs)
+        rows.append(f"| {label} | {cells} |")
+    return _table(("model", *(f"{f * 100:g} %" for f in fracs)), rows)
+
+
+def defaults(root: Path = ROOT) -> str:
+    """``make check-defaults``: best epoch / epochs and test RMSE per model and synthetic shape."""
+    df = pd.read_csv(root / "results" / "defaults" / "results.csv")
+    df = df[df["status"] == "complete"]
+    # dense, tall, sparse: the order of experiments/defaults.sh
+    shapes = sorted(df["data"].unique(), key=lambda d: ("dense" not in d, "tall" not in d, d))
+    models = ["xfvae", *(m for m in MODEL_LABELS if m != "xfvae")]
+    rows = []
+    for model in (m for m in models if m in set(df["model"])):
+        cells = []
+        for shape in shapes:
+            r = df[(df["model"] == model) & (df["data"] == shape)]
+            cells.append(
+                "—" if r.empty else
+                f"{int(r['best_epoch'].iloc[0])} / {int(r['epochs'].iloc[0])}, "
+                f"{r['test/rmse'].iloc[0]:.3f}"
+            )  # fmt: skip
+        rows.append(f"| {LABELS.get(model, model)} | {' | '.join(cells)} |")
+    return _table(("model", *(f"`{d}`: best / epochs, test RMSE" for d in shapes)), rows)
+
+
 def _study_row(name: str, folder: Path) -> str:
     prov = json.loads((folder / "provenance.json").read_text())
     sel_path = folder / "selection.json"
@@ -195,6 +234,8 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "table3": table3_snapshot,
     "table3-full": table3_full,
     "table4": table4,
+    "figure3": figure3,
+    "defaults": defaults,
     "tuning": tuning,
 }
 #: The docs holding generated blocks.
