@@ -17,8 +17,8 @@ SEEDS ?= 0,1,2
 .PHONY: install test test-slow lint format data report clean-logs help reproduce-all check-defaults \
 	reproduce-table1 reproduce-table3 reproduce-figure2 reproduce-table4 reproduce-figure3 reproduce-figure4
 
-help:
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+help: ## list every target with what it does
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## create .venv and install xfvae + dev tools (idempotent)
 
@@ -39,11 +39,11 @@ test: install data ## run the default test suite (not the `slow` ones) and print
 test-slow: install data ## the long checks only
 	$(BIN)/python -m pytest -m slow
 
-lint: install ## ruff
+lint: install ## ruff check + format check (changes nothing)
 	$(BIN)/ruff check src baselines tests benchmarks experiments
 	$(BIN)/ruff format --check src baselines tests benchmarks experiments
 
-format: install
+format: install ## ruff format + ruff check --fix (rewrites files)
 	$(BIN)/ruff format src baselines tests benchmarks experiments
 	$(BIN)/ruff check --fix src baselines tests benchmarks experiments
 
@@ -80,18 +80,24 @@ reproduce-table1: install ## Table 1: data set statistics beside the paper's
 # several processes (or cluster jobs on a shared filesystem) may run one study at once.
 # TUNE_ARGS: more key=value settings (conf/tune.yaml) or trial overrides (e.g. trainer=gpu).
 .PHONY: tune tune-all
+# $(call with_progress,WATCHER ARGS,COMMAND): COMMAND with experiments/progress.py beside it (a line
+# at least once a minute), unless TUNE_ARGS moves the study (study=, storage_dir=).
+with_progress = mkdir -p logs/tune/$(DATA); \
+	if [[ "$(TUNE_ARGS)" != *study=* && "$(TUNE_ARGS)" != *storage_dir=* ]]; then \
+	  $(BIN)/python experiments/progress.py $(1) & watcher=$$!; fi; \
+	$(2); rc=$$?; [ -n "$$watcher" ] && kill $$watcher 2>/dev/null && wait $$watcher; exit $$rc
 DATA ?= ml-100k
 BUDGET ?= 20
 TUNE_MODELS ?= mf ncf cnncf urec irec vaecf daecf bpmf xfvae \
 	xfvae_no_data_input xfvae_no_cross_feedback xfvae_no_attention
 tune: install data ## tune one model: make tune MODEL=mf DATA=ml-100k BUDGET=20
 	@test -n "$(MODEL)" || { echo "make tune needs MODEL=<name> (one of: $(TUNE_MODELS))"; exit 2; }
-	$(BIN)/python -m xfvae.tune model=$(MODEL) data=$(DATA) budget=$(BUDGET) $(TUNE_ARGS)
+	@$(call with_progress,--study logs/tune/$(DATA)/$(MODEL)/journal.log:$(MODEL) --total $(BUDGET) \
+	  --log logs/tune/$(DATA)/progress.log,$(BIN)/python -m xfvae.tune model=$(MODEL) data=$(DATA) \
+	  budget=$(BUDGET) $(TUNE_ARGS))
 
 tune-all: install data ## tune every model and Table 4 row with the same BUDGET (default 20)
-	for m in $(TUNE_MODELS); do \
-	  $(BIN)/python -m xfvae.tune model=$$m data=$(DATA) budget=$(BUDGET) $(TUNE_ARGS) || exit $$?; \
-	done
+	for m in $(TUNE_MODELS); do $(MAKE) --no-print-directory tune MODEL=$$m || exit $$?; done
 
 report: install ## collect runs under logs/ and write stats (all models, top 4), CD diagrams, Table 3 to results/latest
 	$(BIN)/python -m xfvae.report collect logs --out results/latest/results.csv
@@ -103,5 +109,5 @@ report: install ## collect runs under logs/ and write stats (all models, top 4),
 figures: install ## every table and figure again from the committed results/, no training (seconds)
 	$(BIN)/python experiments/figures.py
 
-clean-logs:
+clean-logs: ## delete logs/ (every run directory, checkpoint and tuning journal)
 	rm -rf logs

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from baselines.ncf import embedding
+from baselines.ncf import embedding, penalised_squared_error, predict_in_chunks
 from xfvae.data.train_data import TrainData
 
 
@@ -82,11 +82,8 @@ class ConvNCF(nn.Module):
 
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         values = 2**20 if users.device.type == "cpu" else 2**25
-        step = self.predict_chunk or max(1, values // self.per_pair)
-        if users.numel() == 0:
-            return torch.zeros(0, device=users.device)
-        return torch.cat(
-            [self(users[s : s + step], items[s : s + step]) for s in range(0, users.numel(), step)]
+        return predict_in_chunks(
+            self, users, items, self.predict_chunk or max(1, values // self.per_pair)
         )
 
     def penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -95,8 +92,4 @@ class ConvNCF(nn.Module):
         return emb + sum(w.pow(2).sum() for w in weights)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        u, i, r = batch["users"], batch["items"], batch["ratings"]
-        sse = ((self(u, i) - r) ** 2).sum()
-        n = max(r.numel(), 1)
-        total = sse + self.reg * self.penalty(u, i) if self.reg else sse
-        return {"loss": total / n, "mse": sse.detach() / n}
+        return penalised_squared_error(self, batch)

@@ -37,6 +37,25 @@ def embedding(n: int, dim: int, std: float = 0.01) -> nn.Embedding:
     return emb
 
 
+def predict_in_chunks(model: nn.Module, users: torch.Tensor, items: torch.Tensor, step: int):
+    """``model(users, items)`` over ``step`` pairs at a time, so memory stays bounded."""
+    if users.numel() == 0:
+        return torch.zeros(0, device=users.device)
+    return torch.cat(
+        [model(users[s : s + step], items[s : s + step]) for s in range(0, users.numel(), step)]
+    )
+
+
+def penalised_squared_error(model: nn.Module, batch: dict[str, torch.Tensor]):
+    """NCF's and ConvNCF's batch objective: (SSE + ``model.reg`` * ``model.penalty``) / batch
+    size, and the batch's mean squared error."""
+    u, i, r = batch["users"], batch["items"], batch["ratings"]
+    sse = ((model(u, i) - r) ** 2).sum()
+    n = max(r.numel(), 1)
+    total = sse + model.reg * model.penalty(u, i) if model.reg else sse
+    return {"loss": total / n, "mse": sse.detach() / n}
+
+
 class NCF(nn.Module):
     """Parameters: ``variant`` (mlp | gmf | neumf), ``dim`` MLP embedding size (per side),
     ``hidden`` MLP tower sizes (ReLU), ``gmf_dim`` GMF embedding size, ``reg`` L2 weight,
@@ -90,12 +109,7 @@ class NCF(nn.Module):
         return self.out(torch.cat(parts, dim=-1)).squeeze(-1)
 
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        step = self.predict_chunk
-        if users.numel() == 0:
-            return torch.zeros(0, device=users.device)
-        return torch.cat(
-            [self(users[s : s + step], items[s : s + step]) for s in range(0, users.numel(), step)]
-        )
+        return predict_in_chunks(self, users, items, self.predict_chunk)
 
     def penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Sum over the batch of |p_u|^2 + |q_i|^2 (every embedding table) + squared dense weights."""
@@ -104,8 +118,4 @@ class NCF(nn.Module):
         return pen + sum(w.pow(2).sum() for w in dense)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        u, i, r = batch["users"], batch["items"], batch["ratings"]
-        sse = ((self(u, i) - r) ** 2).sum()
-        n = max(r.numel(), 1)
-        total = sse + self.reg * self.penalty(u, i) if self.reg else sse
-        return {"loss": total / n, "mse": sse.detach() / n}
+        return penalised_squared_error(self, batch)

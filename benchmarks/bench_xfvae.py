@@ -26,13 +26,14 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from xfvae.runs.provenance import peak_rss_mb
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -52,10 +53,6 @@ PAPER_SHAPES = [
 
 def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def child(spec: dict, threads: int) -> dict:

@@ -22,16 +22,13 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from xfvae.report.names import SCORE_KEYS
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "logs" / "bench_xfvae_accuracy"
 KEYS = (
-    "val/rmse",
-    "test/rmse",
-    "test/recall@20",
-    "test/recall@50",
-    "test/ndcg@20",
-    "test/ndcg@50",
+    *SCORE_KEYS,
     "best_epoch",
     "epochs",
     "seconds_per_epoch",
@@ -113,16 +110,7 @@ def summarise(runs: list[dict]) -> list[dict]:
     rows = []
     for (model, extra), rs in groups.items():
         row = {"model": model, "overrides": list(extra), "seeds": [r["seed"] for r in rs]}
-        for k in (
-            "val/rmse",
-            "test/rmse",
-            "test/recall@20",
-            "test/recall@50",
-            "test/ndcg@20",
-            "test/ndcg@50",
-            "seconds_per_epoch",
-            "best_epoch",
-        ):
+        for k in (*SCORE_KEYS, "seconds_per_epoch", "best_epoch"):
             vals = [r[k] for r in rs if isinstance(r.get(k), int | float)]
             row[f"mean {k}"] = statistics.fmean(vals) if len(vals) == len(rs) else None
         rows.append(row)

@@ -4,9 +4,9 @@
 # Env: DATASETS (default ml-100k), SEEDS (0,1,2), TRAINER (default | gpu), LAUNCHER (e.g. slurm,
 # submitit_local: hydra/launcher=$LAUNCHER), FRESH=1 (start over: overwrite=true), JOBS (sweeps
 # run side by side on this machine; default: the number of cores), THREADS (torch threads per run,
-# default 1: results are identical for identical seeds and thread counts, so 1 makes them the same
-# on one kind of machine), CPU_ISA (avx2 | avx512 | default: the instruction set the math kernels
-# may use, see below; unset: each machine's best), PY (.venv/bin/python).
+# default 1: results are identical for identical seeds and thread counts on one kind of machine;
+# across machines they can differ, docs/training.md "Seeds"), CPU_ISA (avx2 | avx512 | default: the
+# instruction set the math kernels may use, see below; unset: each machine's best), PY (.venv/bin/python).
 #
 # Runs go to a stable folder per experiment, logs/<experiment>/<data>/<name>/<job>, so running the
 # same target again skips complete jobs, resumes killed ones from their last.ckpt and runs the
@@ -37,6 +37,9 @@ export PYTHONHASHSEED=0  # scikit-posthocs draws CD-diagram bars in set order: s
 RUNS=${RUNS:-logs/$EXPERIMENT}
 STARTED=$($PY -c 'from xfvae.runs.sweep import now; print(now())')
 FAILED_SWEEPS=()
+PLAN_ONLY=0
+PLANNED=0
+WATCHER=
 PIDS=()
 NAMES=()
 
@@ -53,11 +56,13 @@ model_args() {
   if [ -f "conf/tuned/$1/$2.yaml" ]; then echo "tuned=$1/$2"; else echo "model=$2"; fi
 }
 
-# train_sweep NAME SUBDIR OVERRIDES...: one Hydra multirun into $RUNS/NAME/SUBDIR
+# train_sweep NAME SUBDIR OVERRIDES...: one Hydra multirun into $RUNS/NAME/SUBDIR (while
+# run_sweeps plans, it only counts the jobs)
 train_sweep() {
   local name=$1 subdir=$2; shift 2
   local args=(-m trainer="$TRAINER" seed="$SEEDS" "$@"
     hydra.sweep.dir="$RUNS/$name" hydra.sweep.subdir="$subdir")
+  if [ "$PLAN_ONLY" = 1 ]; then PLANNED=$(( PLANNED + $(sweep_size "${args[@]}") )); return; fi
   mkdir -p "$(dirname "$RUNS/$name")"
   [ -n "$LAUNCHER" ] && args+=(hydra/launcher="$LAUNCHER")
   [ "$FRESH" = 1 ] && args+=(overwrite=true)
@@ -65,10 +70,44 @@ train_sweep() {
   # for its own jobs on the cluster).
   local limit=$JOBS
   [ -n "$LAUNCHER" ] && limit=1000000
-  while [ "$(jobs -rp | wc -l)" -ge "$limit" ]; do wait -n; done
+  while [ "$(running_sweeps)" -ge "$limit" ]; do wait -n "${PIDS[@]}"; done
   $PY -m xfvae.train "${args[@]}" > "$RUNS/$name.out" 2>&1 &
   PIDS+=($!); NAMES+=("$name")
   echo "started $name (log $RUNS/$name.out)"
+}
+
+# running_sweeps: how many of the sweeps started here have not been waited for (the progress
+# watcher, also a background job, is not one of them)
+running_sweeps() {
+  local n=0 p
+  for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done
+  echo "$n"
+}
+
+# sweep_size OVERRIDES...: the jobs of one multirun, the product of its comma-separated values
+sweep_size() {
+  local n=1 a commas
+  for a in "$@"; do
+    case "$a" in
+      *'['*|*'{'*) ;;  # a list or dict value is one value
+      *=*,*) commas=${a#*=}; commas=${commas//[^,]/}; n=$(( n * (${#commas} + 1) )) ;;
+    esac
+  done
+  echo "$n"
+}
+
+# run_sweeps FUNCTION: count the jobs FUNCTION starts (it calls train_sweep), start the progress
+# watcher (experiments/progress.py: runs finished / total, failures, elapsed, time left, at least
+# once a minute here and in $RUNS/progress.log), then run FUNCTION
+run_sweeps() {
+  PLAN_ONLY=1; PLANNED=0; "$1"; PLAN_ONLY=0
+  local roots=() d
+  for d in $DATASETS; do roots+=("$RUNS/$d"); done
+  echo "$EXPERIMENT: $PLANNED runs planned; progress below and in $RUNS/progress.log"
+  $PY experiments/progress.py "${roots[@]}" --total "$PLANNED" --since "$STARTED" \
+    --log "$RUNS/progress.log" --tick "${PROGRESS_TICK:-5}" &
+  WATCHER=$!
+  "$1"
 }
 
 # wait_sweeps: wait for the sweeps started in the background
@@ -97,6 +136,7 @@ archive() {
 # finish: one summary of every job this invocation ran, skipped, resumed or lost; exit status
 finish() {
   wait_sweeps
+  if [ -n "$WATCHER" ]; then kill "$WATCHER" 2>/dev/null; wait "$WATCHER" 2>/dev/null; WATCHER=; fi
   $PY -m xfvae.runs.sweep $(data_roots) --since "$STARTED"
   local rc=$?
   if [ ${#FAILED_SWEEPS[@]} -gt 0 ]; then

@@ -8,11 +8,14 @@ SEEDS=${SEEDS:-0}
 source "$(dirname "$0")/common.sh"
 MODELS=${MODELS:-xfvae cnncf bpmf irec mf ncf urec vaecf daecf}  # longest first: sweeps run side by side
 OUT=${OUT:-results/defaults}
-for d in $DATASETS; do
-  for m in $MODELS; do
-    train_sweep "$d/$m" 'seed${seed}' experiment=defaults model="$m" data="$d"
+sweeps() {
+  for d in $DATASETS; do
+    for m in $MODELS; do
+      train_sweep "$d/$m" 'seed${seed}' experiment=defaults model="$m" data="$d"
+    done
   done
-done
+}
+run_sweeps sweeps
 finish; rc=$?
 archive "$OUT/runs"
 $PY -m xfvae.report collect $(data_roots) --out "$OUT/results.csv"

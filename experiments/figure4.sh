@@ -5,12 +5,15 @@ EXPERIMENT=figure4
 source "$(dirname "$0")/common.sh"
 VARIANTS=${VARIANTS:-A B C D E}
 OUT=${OUT:-results/figure4/$(echo "$DATASETS" | tr ' ' '+')}
-for d in $DATASETS; do
-  for v in $VARIANTS; do
-    train_sweep "$d/$v" 'seed${seed}' experiment=figure4 model="xfvae_variant_${v,,}" data="$d" \
-      "setting='variant=$v'"
+sweeps() {
+  for d in $DATASETS; do
+    for v in $VARIANTS; do
+      train_sweep "$d/$v" 'seed${seed}' experiment=figure4 model="xfvae_variant_${v,,}" data="$d" \
+        "setting='variant=$v'"
+    done
   done
-done
+}
+run_sweeps sweeps
 finish; rc=$?
 archive "$OUT/runs"
 $PY -m xfvae.report collect $(data_roots) --out "$OUT/results.csv"

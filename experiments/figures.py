@@ -2,7 +2,8 @@
 
 For each experiment of ``xfvae.report.experiments.EXPERIMENTS`` and each of its results tables
 (``results/<experiment>/<data sets>/results.csv``), runs the report commands its make target runs,
-in one process. The files are byte-identical from one run to the next when the results did not
+in one process, then rewrites the generated blocks of the docs (``experiments/doc_blocks.py``).
+The files are byte-identical from one run to the next when the results did not
 change: the script runs with PYTHONHASHSEED=0 and SOURCE_DATE_EPOCH=0 (PDFs carry a fixed creation
 date, PNGs no date at all). Restyle the figures in ``xfvae.report.plots`` and run this again.
 
@@ -25,6 +26,8 @@ if os.environ.get("PYTHONHASHSEED") != "0" or "SOURCE_DATE_EPOCH" not in os.envi
 import matplotlib  # noqa: E402
 
 matplotlib.rcParams["svg.hashsalt"] = "xfvae"
+
+import doc_blocks  # noqa: E402  (experiments/, this script's folder)
 
 from xfvae.report.__main__ import main as report  # noqa: E402
 from xfvae.report.experiments import EXPERIMENTS, results_csvs  # noqa: E402
@@ -71,5 +74,8 @@ if __name__ == "__main__":
         Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "results"
     )
     failed = regenerate(root)
+    if len(sys.argv) == 1:  # this checkout's results: the numbers in its docs follow them
+        stale = doc_blocks.update()
+        print(f"doc blocks rewritten: {', '.join(stale) or 'none (already up to date)'}")
     print(f"figures: {time.perf_counter() - start:.1f} s, {failed} command(s) failed")
     sys.exit(1 if failed else 0)

@@ -10,14 +10,10 @@ from pathlib import Path
 import pandas as pd
 
 from xfvae.report.collect import collect
+from xfvae.report.names import SCORE_KEYS
 
 KEYS = [
-    "val/rmse",
-    "test/rmse",
-    "test/recall@20",
-    "test/recall@50",
-    "test/ndcg@20",
-    "test/ndcg@50",
+    *SCORE_KEYS,
     "seconds_per_epoch",
     "seconds_to_best",
     "best_epoch",

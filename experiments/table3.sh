@@ -5,11 +5,14 @@ EXPERIMENT=table3
 source "$(dirname "$0")/common.sh"
 MODELS=${MODELS:-xfvae cnncf bpmf irec mf ncf urec vaecf daecf}  # longest first: sweeps run side by side
 OUT=${OUT:-results/table3/$(echo "$DATASETS" | tr ' ' '+')}
-for d in $DATASETS; do
-  for m in $MODELS; do
-    train_sweep "$d/$m" 'seed${seed}' experiment=table3 "$(model_args "$d" "$m")" data="$d"
+sweeps() {
+  for d in $DATASETS; do
+    for m in $MODELS; do
+      train_sweep "$d/$m" 'seed${seed}' experiment=table3 "$(model_args "$d" "$m")" data="$d"
+    done
   done
-done
+}
+run_sweeps sweeps
 finish; rc=$?
 archive "$OUT/runs"
 $PY -m xfvae.report collect $(data_roots) --out "$OUT/results.csv"

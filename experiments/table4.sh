@@ -5,13 +5,16 @@ EXPERIMENT=table4
 source "$(dirname "$0")/common.sh"
 ABLATIONS=${ABLATIONS:-no_data_input no_cross_feedback no_attention full}
 OUT=${OUT:-results/table4/$(echo "$DATASETS" | tr ' ' '+')}
-for d in $DATASETS; do
-  for a in $ABLATIONS; do
-    model=xfvae; [ "$a" = full ] || model="xfvae_$a"
-    train_sweep "$d/$a" 'seed${seed}' experiment=table4 "$(model_args "$d" "$model")" data="$d" \
-      "setting='ablation=$a'"
+sweeps() {
+  for d in $DATASETS; do
+    for a in $ABLATIONS; do
+      model=xfvae; [ "$a" = full ] || model="xfvae_$a"
+      train_sweep "$d/$a" 'seed${seed}' experiment=table4 "$(model_args "$d" "$model")" data="$d" \
+        "setting='ablation=$a'"
+    done
   done
-done
+}
+run_sweeps sweeps
 finish; rc=$?
 archive "$OUT/runs"
 $PY -m xfvae.report collect $(data_roots) --out "$OUT/results.csv"

@@ -1,4 +1,4 @@
-"""The data options declared in conf/data/*.yaml: every README command that sets one composes,
+"""The data options declared in conf/data/*.yaml: every docs command that sets one composes,
 the declared defaults are the loaders' own (declaring them changes nothing), and each option
 reaches the loader (a run with it reads the data differently)."""
 
@@ -19,7 +19,7 @@ from xfvae.data.registry import get_spec
 from xfvae.data.synthetic import make_synthetic
 
 DOWNLOADED = ("ml-100k", "ml-1m", "ml-10m", "ml-20m", "amazon-pet", "amazon-kindle")
-#: The data-option commands README gives, as overrides of `python -m xfvae.train`.
+#: The data-option commands docs/data.md gives, as overrides of `python -m xfvae.train`.
 README_COMMANDS = [
     ["data=amazon-pet", "data.options.version=2018"],
     ["data=amazon-kindle", "data.options.version=2018"],
@@ -45,14 +45,16 @@ def test_readme_data_option_commands_compose(cfg_factory, overrides):
         assert str(OmegaConf.select(cfg, key)).lower() == value.lower()
 
 
-def test_every_data_option_readme_names_is_declared_for_a_data_set():
-    """README may only name data options that a data config declares (else "Key not in struct")."""
-    named = set(re.findall(r"data\.options\.(\w+)", (REPO_ROOT / "README.md").read_text()))
+def test_every_data_option_the_docs_name_is_declared_for_a_data_set():
+    """The docs may only name data options that a data config declares (else "Key not in struct")."""
+    docs = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+    text = "\n".join(d.read_text() for d in docs)
+    named = set(re.findall(r"data\.options\.(\w+)", text))
     declared = set()
     for path in (CONF_DIR / "data").glob("*.yaml"):
         declared |= set(OmegaConf.load(path).get("options") or {})
-    assert named, "README names no data option: update this test"
-    assert named <= declared, f"README names undeclared data options: {named - declared}"
+    assert named, "the docs name no data option: update this test"
+    assert named <= declared, f"the docs name undeclared data options: {named - declared}"
 
 
 def test_an_option_of_another_data_set_is_rejected_by_name(cfg_factory):

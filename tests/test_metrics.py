@@ -14,12 +14,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from xfvae.scoring.evaluation import metrics_from_predictions
 from xfvae.scoring.metrics import (
     _user_list_order,
     clip,
-    evaluate,
     full_ranking_metrics,
-    metrics_from_predictions,
     paper_ranking_metrics,
     rmse,
 )
@@ -256,29 +255,21 @@ def test_clip_bounds_predictions_to_the_rating_scale():
     np.testing.assert_array_equal(clip(np.array([-1.0, 0.5, 3.2, 7.0]), 1, 5), [1, 1, 3.2, 5])
 
 
-def test_evaluate_clips_before_rmse_and_reports_protocol():
-    users, items = np.array([0, 0]), np.array([0, 1])
-    ratings, preds = np.array([5.0, 1.0]), np.array([6.5, -2.0])  # both exact once clipped
-    m = evaluate(users, items, ratings, preds, 1, 5, ks=(20, 50))
-    assert m["rmse"] == 0.0
-    assert m["protocol"] == "paper"
-    assert m["recall@20"] == 1.0 and m["ndcg@50"] == 1.0 and m["n_users_ranked"] == 1
+def test_metrics_clip_before_rmse_and_report_the_protocol():
+    df = pd.DataFrame(  # both predictions exact once clipped to [1, 5]
+        {"user": [0, 0], "item": [0, 1], "rating": [5.0, 1.0], "prediction": [6.5, -2.0]}
+    )
+    m = metrics_from_predictions(df, 1, 5, ks=(20, 50))
+    assert m["test/rmse"] == 0.0
+    assert m["test/protocol"] == "paper"
+    assert m["test/recall@20"] == 1.0 and m["test/ndcg@50"] == 1.0
+    assert m["test/n_users_ranked"] == 1
 
 
-def test_evaluate_full_protocol_routes_test_pairs():
-    scores = torch.tensor([[9.0, 1.0, 5.0, 5.0]])
-    m = evaluate(
-        np.array([0, 0]), np.array([3, 1]), np.array([5.0, 4.0]), np.array([5.0, 4.0]), 1, 5,
-        protocol="full", ks=(2,), score_fn=lambda u: scores[u], n_items=4,
-        train=(np.array([0]), np.array([0])),
-    )  # fmt: skip
-    assert m["protocol"] == "full" and m["rmse"] == 0.0
-    assert m["ndcg@2"] == pytest.approx(0.38685280723454163)
-
-
-def test_evaluate_rejects_unknown_protocol():
+def test_metrics_reject_an_unknown_protocol():
+    df = pd.DataFrame({"user": [0], "item": [0], "rating": [4.0], "prediction": [4.0]})
     with pytest.raises(ValueError, match="unknown protocol 'topn'"):
-        evaluate(np.array([0]), np.array([0]), np.array([4.0]), np.array([4.0]), 1, 5, "topn")
+        metrics_from_predictions(df, 1, 5, protocol="topn")
 
 
 def test_no_qualifying_user_gives_nan_and_a_warning(caplog):
@@ -318,14 +309,14 @@ def test_numeric_string_ids_sort_numerically():
         {"user": ["u1", "u1"], "item": ["10", "9"], "rating": [1.0, 5.0], "prediction": [4.0, 4.0]}
     )
     m = metrics_from_predictions(df, 1, 5, ks=(1,))
-    assert m["recall@1"] == 1.0 and m["ndcg@1"] == 1.0
-    assert metrics_from_predictions(df.assign(item=[10, 9]), 1, 5, ks=(1,))["ndcg@1"] == 1.0
+    assert m["test/recall@1"] == 1.0 and m["test/ndcg@1"] == 1.0
+    assert metrics_from_predictions(df.assign(item=[10, 9]), 1, 5, ks=(1,))["test/ndcg@1"] == 1.0
     # One non-numeric id: every id compares as a string, so "10" comes first.
     m = metrics_from_predictions(df.assign(item=["10", "x9"]), 1, 5, ks=(1,))
-    assert m["recall@1"] == 0.0 and m["ndcg@1"] == 0.0
+    assert m["test/recall@1"] == 0.0 and m["test/ndcg@1"] == 0.0
 
 
-def test_metrics_from_predictions_matches_evaluate_on_a_csv(tmp_path):
+def test_metrics_from_predictions_match_brute_force_on_a_csv(tmp_path):
     rng = np.random.default_rng(1)
     n = 400
     df = pd.DataFrame(
@@ -340,8 +331,8 @@ def test_metrics_from_predictions_matches_evaluate_on_a_csv(tmp_path):
     df.to_csv(path, index=False)
     got = metrics_from_predictions(pd.read_csv(path), 1, 5)
     want = brute_paper(df.user, df["item"], df.rating, df.prediction.clip(1, 5), (20, 50), 3.0, 2)
-    assert_same(got, want)
-    assert got["rmse"] == pytest.approx(
+    assert_same({k.removeprefix("test/"): v for k, v in got.items()}, want)
+    assert got["test/rmse"] == pytest.approx(
         np.sqrt(((df.prediction.clip(1, 5) - df.rating) ** 2).mean())
     )
 

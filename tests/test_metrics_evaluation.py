@@ -114,3 +114,32 @@ def test_every_protocol_on_an_ml_100k_sized_run_takes_seconds():
     m = evaluate_run(config(report=list(PROTOCOLS)), dm, task)
     assert time.perf_counter() - start < 15.0  # ~3 s on an idle core; slack for shared machines
     assert all(f"test/{p}/ndcg@50" in m for p in PROTOCOLS)
+
+
+def test_full_protocol_ranks_the_test_pairs_among_every_unrated_item():
+    """One user, four items, item 0 rated in training: ``full`` ranks items 1-3 by the model's
+    scores (9 on the training item must not count), so the test items 3 and 1 sit at ranks 1 and 3."""
+    scores = torch.tensor([[9.0, 1.0, 5.0, 5.0]])
+    outputs = {
+        "users": np.array([0, 0]),
+        "items": np.array([3, 1]),
+        "ratings": np.array([5.0, 4.0]),
+        "preds": np.array([5.0, 4.0]),
+        "cold": np.zeros(2, dtype=bool),
+    }
+    none = (np.array([], int), np.array([], int), np.array([]))
+    dm = SimpleNamespace(
+        train_data=SimpleNamespace(n_users=1, n_items=4),
+        rating_min=1.0,
+        rating_max=5.0,
+        pairs=lambda name: (
+            (np.array([0]), np.array([0]), np.array([3.0])) if name == "train" else none
+        ),
+    )
+    ev = OmegaConf.create(
+        {"protocol": "full", "report_protocols": [], "ks": [2], "relevance_threshold": 3.0,
+         "min_test_ratings": 2}
+    )  # fmt: skip
+    m = evaluate_run(ev, dm, FakeTask(scores, outputs))
+    assert m["test/protocol"] == "full" and m["test/rmse"] == 0.0
+    assert m["test/ndcg@2"] == pytest.approx(0.38685280723454163)

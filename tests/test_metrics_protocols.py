@@ -6,12 +6,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xfvae.scoring.metrics import PROTOCOLS, evaluate, metrics_from_predictions, ranking_metrics
+from xfvae.scoring.evaluation import metrics_from_predictions
+from xfvae.scoring.metrics import PROTOCOLS, ranking_metrics
 
 D2 = 1 / math.log2(3)  # discount of rank 2
 D3 = 0.5  # discount of rank 3
@@ -197,15 +199,16 @@ def test_protocols_needing_more_than_the_test_pairs_say_what_is_missing():
         ranking_metrics("top", u, i, r, r)
 
 
-def test_evaluate_reports_rmse_and_the_protocol():
-    u, i, r = np.array([0, 0]), np.array([3, 1]), np.array([5.0, 4.0])
-    m = evaluate(u, i, r, np.array([6.0, 4.0]), 1, 5, protocol="paper_heldout", ks=(1,))
-    assert m["rmse"] == 0.0 and m["protocol"] == "paper_heldout" and m["recall@1"] == 1.0
+def test_metrics_report_rmse_and_the_protocol():
+    df = pd.DataFrame(
+        {"user": [0, 0], "item": [3, 1], "rating": [5.0, 4.0], "prediction": [6.0, 4.0]}
+    )
+    m = metrics_from_predictions(df, 1, 5, protocol="paper_heldout", ks=(1,))
+    assert m["test/rmse"] == 0.0 and m["test/protocol"] == "paper_heldout"
+    assert m["test/recall@1"] == 1.0
 
 
 def test_metrics_from_predictions_takes_test_only_protocols():
-    import pandas as pd
-
     df = pd.DataFrame(
         {
             "user": [1, 1, 1],
@@ -214,7 +217,7 @@ def test_metrics_from_predictions_takes_test_only_protocols():
             "prediction": [3.5, 4.5, 2],
         }
     )
-    assert metrics_from_predictions(df, 1, 5, ks=(2,), protocol="binary")["ndcg@2"] == (
+    assert metrics_from_predictions(df, 1, 5, ks=(2,), protocol="binary")["test/ndcg@2"] == (
         pytest.approx(1 / (1 + D2))
     )
     with pytest.raises(ValueError, match="ranks items beyond the test pairs"):

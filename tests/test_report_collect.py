@@ -184,3 +184,32 @@ def test_tuning_runs_are_validation_only_and_never_enter_a_report(tmp_path):
     assert list(select(df)["model"]) == ["ncf"]
     with pytest.raises(ValueError, match="validation_only"):
         select(df[df["status"] == "validation_only"])
+
+
+def test_stats_refuses_one_model_name_for_two_configurations(runs, tmp_path, capsys):
+    """Issue 20, case 6: two configurations labelled with one model name were reduced to one with
+    only a warning; `report stats` must refuse, naming both configurations and their runs."""
+    other = fx.run_config("mf", "ml-100k", 0, "main")
+    other["model"]["net"]["dim"] = 32  # another configuration, the same model name and seed
+    fx.write_run(
+        runs / "runs" / "2024-05-02_09-00-00",
+        other,
+        fx.run_metrics("mf", "ml-100k", 0, SCORES | {"rmse": 0.5}, "main")
+        | {"config_hash": "mf-ml-100k-0-dim32"},
+    )
+    df = collect(runs)
+    hashes = set(df.loc[(df["seed"] == 0) & (df["model"] == "mf"), "config_hash"])
+    assert len(hashes) == 2
+    with pytest.raises(ValueError, match="more than one configuration") as err:
+        select(df, "main")
+    assert all(h in str(err.value) for h in hashes)
+    assert "2024-05-01_10-00-00" in str(err.value) and "2024-05-02_09-00-00" in str(err.value)
+    csv = tmp_path / "results.csv"
+    assert main(["collect", str(runs), "--out", str(csv)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "stats"
+    rc = main(["stats", str(csv), "--experiment", "main", "--no-figures", "--out", str(out)])
+    assert rc == 2
+    message = capsys.readouterr().err
+    assert "more than one configuration" in message and all(h in message for h in hashes)
+    assert not out.exists()

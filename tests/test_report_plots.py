@@ -12,7 +12,7 @@ from matplotlib.collections import PolyCollection
 
 from xfvae.report import plots
 from xfvae.report.collect import load_results, select
-from xfvae.report.stats import compare_scores
+from xfvae.report.comparison import compare_scores
 
 FIXTURES = Path(__file__).parent / "fixtures" / "report"
 

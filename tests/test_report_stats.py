@@ -19,17 +19,15 @@ import scikit_posthocs as sp
 from scipy import stats
 
 from xfvae.report import paper_numbers
+from xfvae.report.block_tables import block_scores, resolve_blocks
 from xfvae.report.collect import ReportWarning
-from xfvae.report.stats import (
-    block_scores,
-    compare,
-    compare_scores,
+from xfvae.report.comparison import compare, compare_scores
+from xfvae.report.rank_tests import (
     friedman_test,
     min_wilcoxon_p,
     nemenyi_cd,
     nemenyi_q,
     rank_scores,
-    resolve_blocks,
     wilcoxon_holm,
 )
 

@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from xfvae.report.__main__ import main
-from xfvae.report.stats import wilcoxon_holm, wilcoxon_signed_rank
+from xfvae.report.rank_tests import wilcoxon_holm, wilcoxon_signed_rank
 
 FIXTURES = Path(__file__).parent / "fixtures" / "report"
 pytestmark = pytest.mark.filterwarnings("ignore:.*no pair can be significant:UserWarning")

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from xfvae.report.block_tables import resolve_blocks
 from xfvae.report.collect import ReportWarning
-from xfvae.report.stats import compare, compare_scores, resolve_blocks
+from xfvae.report.comparison import compare, compare_scores
 
 FIXTURES = Path(__file__).parent / "fixtures" / "report"
 pytestmark = pytest.mark.filterwarnings("ignore:.*no pair can be significant:UserWarning")

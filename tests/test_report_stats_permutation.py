@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from xfvae.report.stats import (
-    compare_scores,
+from xfvae.report.comparison import compare_scores
+from xfvae.report.rank_tests import (
     exact_friedman_p,
     friedman_permutation_p,
     friedman_test,

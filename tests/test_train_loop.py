@@ -11,16 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from xfvae.report.names import SCORE_KEYS
 from xfvae.train import train
 from xfvae.training.task import NonFiniteLossError
 
 REQUIRED = {
-    "val/rmse",
-    "test/rmse",
-    "test/recall@20",
-    "test/recall@50",
-    "test/ndcg@20",
-    "test/ndcg@50",
+    *SCORE_KEYS,
     "best_epoch",
     "epochs",
     "train_seconds",

@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 
 from xfvae.report import plots, tables  # noqa: E402
 from xfvae.report.collect import collect, load_results, select, write_results  # noqa: E402
+from xfvae.report.comparison import compare, compare_scores  # noqa: E402
 from xfvae.report.experiments import with_run_dirs  # noqa: E402
 from xfvae.report.names import (  # noqa: E402
     METRICS,
@@ -25,7 +26,7 @@ from xfvae.report.names import (  # noqa: E402
     protocols_in,
     short_metric,
 )
-from xfvae.report.stats import PERMUTATIONS, compare, compare_scores  # noqa: E402
+from xfvae.report.rank_tests import PERMUTATIONS  # noqa: E402
 from xfvae.runs.atomic import atomic_write_csv, atomic_write_json, atomic_write_text  # noqa: E402
 
 

@@ -27,17 +27,13 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from xfvae.report.names import SCORE_KEYS
 from xfvae.runs.atomic import atomic_write_csv
 from xfvae.runs.provenance import CONFIG_HASH_SCHEME, config_hash
 
 ID_COLUMNS = ["run_dir", "status", "experiment", "model", "data", "seed", "setting", "train_frac"]
 METRIC_KEYS = [
-    "val/rmse",
-    "test/rmse",
-    "test/recall@20",
-    "test/recall@50",
-    "test/ndcg@20",
-    "test/ndcg@50",
+    *SCORE_KEYS,
     "test/protocol",
     "test/n_users_ranked",
     "test/n_cold_pairs",
@@ -246,7 +242,9 @@ def select(
     models=None,
 ) -> pd.DataFrame:
     """Complete runs of one experiment (all when None), optionally some data sets / models; when a
-    configuration was run twice, the run that finished last is kept (with a warning)."""
+    configuration was run twice, the run that finished last is kept (with a warning). Two different
+    configurations under one (experiment, model, data, seed, setting) are an error: which one a
+    table or test should use cannot be guessed."""
     out = df[df["status"].fillna("complete") == "complete"]
     experiments = out["experiment"].astype("string").fillna("")
     if experiment is None and experiments.nunique() > 1:
@@ -271,6 +269,7 @@ def select(
     if "finished_at" in out:
         out = out.sort_values("finished_at", kind="stable", na_position="first")
     keys = out[DEDUP_KEYS].astype("string").fillna("<none>")
+    _refuse_ambiguous_names(out, keys)
     dup = keys.duplicated(keep="last").to_numpy()
     if dup.any():
         shown = keys[dup].drop_duplicates().head(5).to_dict("records")
@@ -283,3 +282,28 @@ def select(
     out = out[~dup].copy()
     out.attrs = dict(df.attrs)
     return out
+
+
+def _refuse_ambiguous_names(runs: pd.DataFrame, keys: pd.DataFrame) -> None:
+    """Raise when one (experiment, model, data, seed, setting) holds runs of different
+    configurations (different ``config_hash``), naming both configurations and their runs."""
+    if "config_hash" not in runs:
+        return
+    hashes = runs["config_hash"].astype("string")
+    clashes = []
+    for key, idx in keys.groupby(list(keys.columns), sort=True).groups.items():
+        distinct = hashes.loc[idx].dropna().unique()
+        if len(idx) > 1 and len(distinct) > 1:
+            named = dict(zip(DEDUP_KEYS, key, strict=True))
+            runs_by_hash = "; ".join(
+                f"config_hash {h}: {runs.loc[idx][hashes.loc[idx] == h]['run_dir'].tolist()}"
+                for h in distinct
+            )
+            clashes.append(f"{named}: {runs_by_hash}")
+    if clashes:
+        raise ValueError(
+            f"{len(clashes)} model name(s) stand for more than one configuration, so the results "
+            f"cannot say which one a score belongs to: {' | '.join(clashes[:5])}"
+            f"{' ...' if len(clashes) > 5 else ''}. Give each configuration its own model name "
+            "or setting, or remove the runs you do not mean from the results CSV"
+        )

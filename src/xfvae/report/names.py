@@ -17,6 +17,12 @@ METRICS = {
 #: The ranking metrics, recorded per protocol as ``test/<protocol>/<metric>`` (xfvae.scoring.evaluation).
 RANKING_METRICS = ("recall@20", "recall@50", "ndcg@20", "ndcg@50")
 
+#: Validation RMSE: what early stopping, checkpoint choice and tuning select on.
+VAL_RMSE = "val/rmse"
+
+#: The scores every run writes to metrics.json under the default protocol, in this order.
+SCORE_KEYS = (VAL_RMSE, METRICS["rmse"], *(f"test/{m}" for m in RANKING_METRICS))
+
 #: The ranking protocols of :data:`xfvae.scoring.metrics.PROTOCOLS`, in its order (no torch import here).
 PROTOCOLS = (
     "paper",

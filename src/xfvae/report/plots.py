@@ -20,6 +20,7 @@ from matplotlib import transforms
 from matplotlib.figure import Figure
 
 from xfvae.report.collect import ReportWarning, resolve_run_dir
+from xfvae.report.comparison import Comparison
 from xfvae.report.names import (
     MODEL_LABELS,
     data_label,
@@ -29,7 +30,6 @@ from xfvae.report.names import (
     order_by,
     setting_value,
 )
-from xfvae.report.stats import Comparison
 from xfvae.runs.atomic import atomic_write_bytes
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")

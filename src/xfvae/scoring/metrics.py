@@ -39,12 +39,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 log = logging.getLogger(__name__)
 
-PREDICTION_COLUMNS = ("user", "item", "rating", "prediction")
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -223,84 +221,6 @@ def full_ranking_metrics(
         min_test_ratings, score_fn=score_fn, n_items=n_items, train=(train_users, train_items),
         user_chunk=user_chunk,
     )  # fmt: skip
-
-
-def evaluate(
-    users: np.ndarray,
-    items: np.ndarray,
-    ratings: np.ndarray,
-    preds: np.ndarray,
-    rating_min: float,
-    rating_max: float,
-    protocol: str = "paper",
-    ks: Sequence[int] = (20, 50),
-    threshold: float = 3.0,
-    **protocol_kwargs: Any,
-) -> dict[str, Any]:
-    """RMSE of the clipped predictions plus the ranking metrics of ``protocol``.
-
-    ``protocol_kwargs`` go to :func:`ranking_metrics` (``min_test_ratings``, ``score_fn``,
-    ``n_items``, ``train``, ``val``, ``user_chunk``).
-    """
-    get_protocol(protocol)
-    clipped = clip(preds, rating_min, rating_max)
-    out: dict[str, Any] = {"rmse": rmse(ratings, clipped)}
-    out.update(
-        ranking_metrics(protocol, users, items, ratings, clipped, ks, threshold, **protocol_kwargs)
-    )
-    out["protocol"] = protocol
-    return out
-
-
-def metrics_from_predictions(
-    df: pd.DataFrame,
-    rating_min: float,
-    rating_max: float,
-    ks: Sequence[int] = (20, 50),
-    threshold: float = 3.0,
-    min_test_ratings: int = 2,
-    protocol: str = "paper",
-) -> dict[str, Any]:
-    """Metrics recomputed from a ``test_predictions.csv`` table (original ids), under a protocol
-    that ranks only test items (``paper``, ``paper_heldout``, ``liang_nnz``, ``binary``, ...).
-
-    Item codes must follow the original-id order for the tie-break, so ids compare as numbers
-    when every id is numeric (item 10 after item 9) and as strings otherwise.
-    """
-    if get_protocol(protocol).ranked != "test":
-        raise ValueError(
-            f"metrics_from_predictions: protocol {protocol!r} ranks items beyond the test pairs, "
-            "which test_predictions.csv does not hold; use one that ranks test items only: "
-            + ", ".join(n for n, p in PROTOCOLS.items() if p.ranked == "test")
-        )
-    missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"metrics_from_predictions: missing columns {missing}; expected the header "
-            f"{','.join(PREDICTION_COLUMNS)} of test_predictions.csv, got {list(df.columns)}"
-        )
-    for col in ("rating", "prediction"):
-        values = pd.to_numeric(df[col], errors="coerce")
-        bad = np.flatnonzero(values.isna().to_numpy())
-        if bad.size:
-            raise ValueError(
-                f"metrics_from_predictions: column {col!r} is empty or non-numeric at "
-                f"{bad.size} row(s), first at data row {bad[0] + 1} (line {bad[0] + 2} of the CSV "
-                "with its header); fix or drop those rows"
-            )
-    users = pd.factorize(df["user"].astype(str))[0]
-    return evaluate(
-        users,
-        _ordered_codes(df["item"]),
-        pd.to_numeric(df["rating"]).to_numpy(np.float64),
-        pd.to_numeric(df["prediction"]).to_numpy(np.float64),
-        rating_min,
-        rating_max,
-        protocol=protocol,
-        ks=ks,
-        threshold=threshold,
-        min_test_ratings=min_test_ratings,
-    )
 
 
 # --- the two ranking engines -------------------------------------------------------------------
@@ -524,13 +444,6 @@ def _chunk_scores(score_fn: ScoreFn, chunk: np.ndarray, n_items: int) -> torch.T
             "score_fn is broken"
         )
     return scores
-
-
-def _ordered_codes(ids: pd.Series) -> np.ndarray:
-    """Integer codes whose order is numeric order if every id is a number, else string order."""
-    numeric = pd.to_numeric(ids, errors="coerce")
-    keys = numeric if not numeric.isna().any() else ids.astype(str)
-    return pd.factorize(keys, sort=True)[0]
 
 
 def _discounts(n: int) -> np.ndarray:
