@@ -19,7 +19,6 @@ scatters, and tables computed only on the batch's distinct columns when those ar
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xfvae.models.attention import PosteriorAttention, RowSlice, bounded_variance
+from xfvae.models.fused import _table_indices, fused_encode
 
 
 def mlp(dims: list[int], last_activation: bool) -> nn.Sequential:
@@ -133,14 +133,6 @@ class RowBag(torch.autograd.Function):
         if not ctx.local:
             per_col = scatter_rows(per_col, rows.ucols, ctx.shape, ctx.sparse)
         return per_col, None, None, None, None
-
-
-@functools.lru_cache(maxsize=32)
-def _table_indices(n: int, k: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """For bags of the K rows of each of n table entries: (row of each (entry, k), offsets of the
-    bags, entry of each (entry, k)); made once per table, sliced for fewer entries."""
-    flat = torch.arange(n * k, device=device)
-    return flat, flat[::k].clone(), torch.arange(n, device=device).repeat_interleave(k)
 
 
 class LatentRows(torch.autograd.Function):
@@ -250,6 +242,13 @@ class SideEncoder(nn.Module):
         self.head_mu = mlp(head_dims, last_activation=False)  # linear output: posterior mean
         self.head_var = mlp(head_dims, last_activation=False)  # sigmoid applied below: variance
         self.fused_heads = output_layers == 0 and not separate_variance
+        # the training path of models/fused.py covers these configurations
+        self.fusable = (
+            self.fused_heads
+            and input_layers == 0
+            and not self.sparse_grad
+            and attention in ("none", "local")
+        )
         self.attention = None
         if attention != "none":
             if not use_cross_feedback:
@@ -330,5 +329,8 @@ class SideEncoder(nn.Module):
     def forward(
         self, rows: RowSlice, keys: Tensor, table: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
+        if self.fusable and rows.has_transpose and table is None and torch.is_grad_enabled():
+            if not keys.requires_grad:  # training blocks: one autograd node (models/fused.py)
+                return fused_encode(self, rows, keys)
         h, g = self.first_layers(rows, keys, table)
         return self.posterior(h, g, keys, rows)
