@@ -339,8 +339,8 @@ class BlockElbo(torch.autograd.Function):
         # Eq. 7: the KL sums, each entity's share of its blocks (weights 0.5 beta / blocks)
         w_u = net.user_seen.index_select(0, users).mul_(_kl_weight(net, "user", mu_u))
         w_v = net.item_seen.index_select(0, items).mul_(_kl_weight(net, "item", mu_v))
-        kl_u = torch.dot(_kl_terms(mu_u, var_u, net.prior_var).sum(1), w_u)
-        kl_v = torch.dot(_kl_terms(mu_v, var_v, net.prior_var).sum(1), w_v)
+        kl_u = torch.dot(kl_terms(mu_u, var_u, net.prior_var).sum(1), w_u)
+        kl_v = torch.dot(kl_terms(mu_v, var_v, net.prior_var).sum(1), w_v)
         inv_scale = const(1.0 / net.loss_scale, sse.dtype, sse.device)
         total = torch.add(sse, kl_u).add_(kl_v).mul_(inv_scale)
         ctx.mark_non_differentiable(sse)
@@ -372,7 +372,7 @@ class BlockElbo(torch.autograd.Function):
         ) = ctx.saved_tensors
         gs = g * inv
         d_pred = residual.mul(gs).mul_(const(-2.0, gs.dtype, gs.device))
-        d_full = u.new_zeros(u.shape[0] * v.shape[0]).index_copy_(0, flat, d_pred)
+        d_full = u.new_zeros(u.shape[0] * v.shape[0]).index_add_(0, flat, d_pred)
         d_full = d_full.view(u.shape[0], v.shape[0])
         du, dv = d_full.mm(v), d_full.t().mm(u)
         p = ctx.prior_var
@@ -393,7 +393,7 @@ class BlockElbo(torch.autograd.Function):
         return (None, None, *grads, *d_biases)
 
 
-def _kl_terms(mu: Tensor, var: Tensor, prior_var: float) -> Tensor:
+def kl_terms(mu: Tensor, var: Tensor, prior_var: float) -> Tensor:
     """2 KL[N(mu, var) || N(0, prior_var)] per coordinate: var/p + mu^2/p - 1 - log(var/p)."""
     if prior_var == 1.0:
         t = torch.addcmul(var, mu, mu)

@@ -26,7 +26,7 @@ from xfvae.data.batches import Block
 from xfvae.data.train_data import TrainData
 from xfvae.models.attention import ATTENTION_KINDS, RowSlice
 from xfvae.models.encoder import SideEncoder, range_rows, slice_rows
-from xfvae.models.fused import BlockElbo
+from xfvae.models.fused import BlockElbo, kl_terms
 
 ITERATIONS = ("nested", "sequential")
 OFFSETS = ("none", "global", "biases")
@@ -35,8 +35,7 @@ PREDICT_LATENTS = ("sample", "mean")
 
 def gaussian_kl(mu: Tensor, var: Tensor, prior_var: float) -> Tensor:
     """KL[N(mu, diag var) || N(0, prior_var I)] of each row (Eq. 7's KL terms)."""
-    ratio = var / prior_var
-    return 0.5 * (ratio + mu.pow(2) / prior_var - 1.0 - torch.log(ratio)).sum(-1)
+    return 0.5 * kl_terms(mu, var, prior_var).sum(-1)
 
 
 def resolve_attention(attention: str, density: float, threshold: float) -> str:
