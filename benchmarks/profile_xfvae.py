@@ -212,7 +212,8 @@ def commit() -> str:
         out = subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True)
         return out.stdout.strip()
 
-    return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain") else "")
+    dirty = git("status", "--porcelain", "--untracked-files=no")  # new result files do not count
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
 
 
 def main() -> None:

@@ -15,6 +15,11 @@ O(N K M + nnz M) per batch instead of O(B N K M). With separate variance network
 layers of both networks are one table with 2M columns ([mean | variance]), so one bag sum serves
 both. Rows with transposes (the training blocks) get gathers as backward passes instead of
 scatters, and tables computed only on the batch's distinct columns when those are few.
+
+Training blocks in the configurations most runs use (``SideEncoder.fusable``) go through
+:mod:`xfvae.models.fused` instead: the same mathematics as one autograd node per side, with a
+hand-written backward and index tensors built once per batch (issue 21: a block step is bound by
+the number of operator calls, not by arithmetic).
 """
 
 from __future__ import annotations
