@@ -39,7 +39,7 @@ class _Layout:
     gradients (a gather over the entries ordered by column), giving the whole table's gradient.
     """
 
-    def __init__(self, rows: RowSlice, n_cols: int, obs: bool, lat: bool):
+    def __init__(self, rows: RowSlice, n_cols: int, obs: bool, lat: bool, pairs: bool):
         i64, dev = torch.int64, rows.cols.device
         cols, seg = rows.cols.to(i64), rows.seg.to(i64)
         offsets, t_seg = rows.offsets.to(i64), rows.t_seg.to(i64)
@@ -74,12 +74,12 @@ class _Layout:
             [col_start + p * nnz for p in range(n_p)]
             + [n_p * nnz + b * torch.arange(n_p, device=dev)]
         )
-        self.seg, self.cols, self.n_rows, self.nnz = seg, cols, b, nnz
-        # attention, two queries per row (mean, variance), query-major: (query, entry) pairs
-        self.query_row = torch.cat([seg, seg + b])  # the row of Q ([2B, K]) of each pair
-        self.pair_entry = torch.arange(nnz, device=dev).repeat(2)
-        self.pair_offsets = torch.cat([offsets, offsets + nnz])  # bags (query, row)
+        self.cols, self.n_rows, self.nnz = cols, b, nnz
         self.pair_lengths = torch.cat([self.lengths, self.lengths])
+        if pairs:  # local attention: two queries per row (mean, variance), query-major pairs
+            self.query_row = torch.cat([seg, seg + b])  # the row of Q ([2B, K]) of each pair
+            self.pair_entry = torch.arange(nnz, device=dev).repeat(2)
+            self.pair_offsets = torch.cat([offsets, offsets + nnz])  # bags (query, row)
         self._vals, self._t_vals = rows.vals, rows.t_vals
         self._typed: dict[torch.dtype, tuple[Tensor, Tensor, Tensor]] = {}
         self._keys: tuple | None = None
@@ -96,22 +96,21 @@ class _Layout:
             self._typed[dtype] = (w, w_t, empty)
         return self._typed[dtype]
 
-    def keys_at_entries(self, keys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The other side's embedding of each entry ([nnz, K]), of each (query, entry) pair
-        ([2 nnz, K]) and of each entry with a 1 appended ([nnz, K + 1]): recomputed when the keys
-        change (once per epoch in training)."""
+    def keys_at_entries(self, keys: Tensor) -> Tensor:
+        """The other side's embedding of each entry with a 1 appended ([nnz, K + 1]; the 1 sums
+        the attention weights): recomputed when the keys change (once per epoch in training).
+        Memory: (K + 1) floats per rating of the side."""
         hit = self._keys
         if hit is None or hit[0] is not keys or hit[1] != keys._version:
             vk = keys.index_select(0, self.cols)
-            vk1 = torch.cat([vk, vk.new_ones(self.nnz, 1)], 1)
-            self._keys = hit = (keys, keys._version, vk, vk.repeat(2, 1), vk1)
-        return hit[2], hit[3], hit[4]
+            self._keys = hit = (keys, keys._version, torch.cat([vk, vk.new_ones(self.nnz, 1)], 1))
+        return hit[2]
 
     @staticmethod
-    def of(rows: RowSlice, n_cols: int, obs: bool, lat: bool) -> _Layout:
-        key = ("fused", n_cols, obs, lat)
+    def of(rows: RowSlice, n_cols: int, obs: bool, lat: bool, pairs: bool) -> _Layout:
+        key = ("fused", n_cols, obs, lat, pairs)
         if key not in rows.cache:
-            rows.cache[key] = _Layout(rows, n_cols, obs, lat)
+            rows.cache[key] = _Layout(rows, n_cols, obs, lat, pairs)
         return rows.cache[key]
 
 
@@ -169,7 +168,8 @@ class FusedEncoder(torch.autograd.Function):
     def forward(ctx, enc, rows: RowSlice, keys: Tensor, *params: Tensor):
         n, k = keys.shape
         m = enc.first
-        lay = _Layout.of(rows, n, enc.use_data_input, enc.use_cross_feedback)
+        att = enc.attention
+        lay = _Layout.of(rows, n, enc.use_data_input, enc.use_cross_feedback, att is not None)
         w, _, empty = lay.weights(params[0].dtype)
         it = iter(params)
         tables, biases = [], []
@@ -192,7 +192,7 @@ class FusedEncoder(torch.autograd.Function):
         w_mu, b_mu, w_var, b_var = next(it), next(it), next(it), next(it)
         w_h, b_h = torch.cat([w_mu, w_var]), torch.cat([b_mu, b_var])
         both = torch.addmm(b_h, s, w_h.t())  # the heads: [mean | variance logit], [B, 2K]
-        floor, att = enc.var_floor, enc.attention
+        floor = enc.var_floor
         ctx.enc, ctx.lay, ctx.k, ctx.n_p = enc, lay, k, n_p
         if att is None:
             sig = torch.sigmoid(both[:, k:])
@@ -206,10 +206,11 @@ class FusedEncoder(torch.autograd.Function):
         if att.norm == "softmax":
             th.mul_(const(1.0 / math.sqrt(k), th.dtype, th.device))
         q = torch.bmm(x2, th).view(2 * b, k)  # Eq. 9 queries mu_i Theta, sigma_i^2 Lambda
-        vk, vk2, vk1 = lay.keys_at_entries(keys)
+        vk1 = lay.keys_at_entries(keys)
         ones = const_ones(k, q.dtype, q.device)
         # Eq. 9 numerators at the rated entries, [2 nnz] (query-major)
-        e = torch.mv(q.index_select(0, lay.query_row).mul_(vk2), ones)
+        qv = q.index_select(0, lay.query_row).view(2, lay.nnz, k).mul_(vk1[:, :k])
+        e = torch.mv(qv.view(2 * lay.nnz, k), ones)
         if att.norm == "softmax":  # minus the row max: stability only
             peak = torch.segment_reduce(e, "max", lengths=lay.pair_lengths, unsafe=True)
             e = e.sub_(peak.index_select(0, lay.query_row)).exp_()
@@ -257,18 +258,19 @@ class FusedEncoder(torch.autograd.Function):
                 d_direct = torch.stack([d_mu, d_logit])
                 d_c, grads_merge = d_direct.view(2 * b, k), []
             # Eq. 10 backward (as flash attention): ds_ij = a_ij (dc_i . v_j - dc_i . c_i)
-            vk, vk2, _ = lay.keys_at_entries(keys)
+            vk1 = lay.keys_at_entries(keys)
             ones = const_ones(k, c.dtype, c.device)
             delta = torch.mv(d_c * c, ones)  # [2B]
-            ds = torch.mv(d_c.index_select(0, lay.query_row).mul_(vk2), ones)  # [2 nnz]
+            dv = d_c.index_select(0, lay.query_row).view(2, lay.nnz, k).mul_(vk1[:, :k])
+            ds = torch.mv(dv.view(2 * lay.nnz, k), ones)  # [2 nnz]
             ds = ds.sub_(delta.index_select(0, lay.query_row)).div_(
                 den.view(-1).index_select(0, lay.query_row)
             )
             if att.norm == "softmax":
                 ds = ds.mul_(e)
             d_q = F.embedding_bag(  # [2B, K]: sum_j ds_ij v_j
-                lay.pair_entry, vk, lay.pair_offsets, mode="sum", per_sample_weights=ds
-            ).view(2, b, k)
+                lay.pair_entry, vk1, lay.pair_offsets, mode="sum", per_sample_weights=ds
+            )[:, :k].reshape(2, b, k)
             d_th = torch.bmm(x2.transpose(1, 2), d_q)
             if att.norm == "softmax":
                 d_th.mul_(const(1.0 / math.sqrt(k), d_th.dtype, d_th.device))
