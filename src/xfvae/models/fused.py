@@ -346,7 +346,7 @@ class BlockElbo(torch.autograd.Function):
         inv_scale = const(1.0 / net.loss_scale, sse.dtype, sse.device)
         total = torch.add(sse, kl_u).add_(kl_v).mul_(inv_scale)
         ctx.mark_non_differentiable(sse)
-        ctx.prior_var, ctx.n_users, ctx.n_items = net.prior_var, users, items
+        ctx.prior_var, ctx.users, ctx.items = net.prior_var, users, items
         ctx.save_for_backward(u, v, mu_u, var_u, eps_u, sd_u, mu_v, var_v, eps_v, sd_v, flat,
                               residual, w_u, w_v, inv_scale, *biases)  # fmt: skip
         ctx.has_biases = bool(biases)
@@ -387,7 +387,7 @@ class BlockElbo(torch.autograd.Function):
             grads += [d_mu, d_var, None]
         d_biases = []
         if ctx.has_biases:
-            users, items = ctx.n_users, ctx.n_items
+            users, items = ctx.users, ctx.items
             d_biases = [
                 b[0].new_zeros(b[0].shape).index_copy_(0, users, d_full.sum(1)),
                 b[1].new_zeros(b[1].shape).index_copy_(0, items, d_full.sum(0)),
