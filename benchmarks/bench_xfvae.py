@@ -8,6 +8,8 @@ never asserts a timing.
                                                 # to VAE-CF, both through train()
     python benchmarks/bench_xfvae.py ml20m      # ML-20M shape (B = 1000): s/block, projected epoch,
                                                 # peak RSS, global / local / no attention
+    python benchmarks/bench_xfvae.py speedbar   # the speed bar of issue 21: ML-100K through the loop,
+                                                # xfvae and VAE-CF (--epochs 6, seed 0) in one call
 
 ``--device cuda`` runs a part on the GPU (results file suffix ``_cuda``), ``--threads`` sets the
 torch threads, ``--tag`` adds a suffix. Each case runs in a fresh subprocess (its own peak RSS) and
@@ -386,6 +388,21 @@ def part_paperrule(device: str, threads: int, shapes: list[str], extra: list[str
     return {"shapes": out}
 
 
+def part_speedbar(device: str, threads: int, epochs: int) -> dict:
+    """Seconds per epoch of the cross-feedback VAE and of VAE-CF on ML-100K through the loop
+    (defaults, seed 0, the same call): the ratio is the speed bar (issue 21: at most 4x)."""
+    out = {}
+    for model in ("xfvae", "vaecf"):
+        spec = {"kind": "loop", "device": device, "epochs": epochs}
+        spec["overrides"] = [f"model={model}", "data=ml-100k"]
+        out[model] = child(spec, threads)
+        print(json.dumps({model: out[model]}), flush=True)
+    x, v = out["xfvae"], out["vaecf"]
+    if "seconds_per_epoch" in x and "seconds_per_epoch" in v:
+        out["ratio_to_vaecf"] = x["seconds_per_epoch"] / v["seconds_per_epoch"]
+    return out
+
+
 def part_ml20m(device: str, threads: int, max_blocks: int) -> dict:
     """ML-20M shape (138,493 x 26,744, 20 M ratings), B_U = B_V = 1000 (paper 4.2), bounded blocks.
 
@@ -412,9 +429,9 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("part", choices=["ml100k", "scaling", "paperrule", "ml20m"])
+    p.add_argument("part", choices=["ml100k", "scaling", "paperrule", "ml20m", "speedbar"])
     p.add_argument("--threads", type=int, nargs="+", default=[2])
-    p.add_argument("--epochs", type=int, default=4, help="ml100k: epochs per run")
+    p.add_argument("--epochs", type=int, default=4, help="ml100k, speedbar: epochs per run")
     p.add_argument("--max-blocks", type=int, default=8)
     p.add_argument("--shapes", nargs="*", default=[], help="paperrule: a subset of the shapes")
     p.add_argument("--xfvae", nargs="*", default=[], help="paperrule: overrides for xfvae")
@@ -429,6 +446,8 @@ def main() -> None:
         res = part_ml100k(a.device, a.threads, a.epochs)
     elif a.part == "scaling":
         res = part_scaling(a.device, t)
+    elif a.part == "speedbar":
+        res = part_speedbar(a.device, t, a.epochs)
     elif a.part == "paperrule":
         res = part_paperrule(a.device, t, a.shapes, a.xfvae)
     else:

@@ -18,6 +18,12 @@ paper shape (speed depends on shape and number of ratings only) and runs Algorit
 Each case in its own process where a failed graph capture could spoil the next one (the
 ``gpu_checks.sh`` steps do so).
 
+The warm-up is one epoch of blocks unless ``--warmup`` says otherwise: per-batch structures (the
+fused encoder's bag indices) are built on a batch's first visit, once per run, and belong to no
+steady-state step. ``--src DIR`` imports ``xfvae`` from another source tree (e.g. an older commit
+exported with ``git archive <commit> src | tar -x -C DIR/..``) for before/after rows measured by
+the same script on the same machine.
+
 Next to each: the floor of ``xfvae_floor.py`` (the block's FLOPs and bytes over the device's peak
 rates). Results: ``benchmarks/results/profile_xfvae_<device>[_<tag>].json``.
 """
@@ -175,7 +181,8 @@ def run_case(name: str, data, device: str, args, tf32: bool = False) -> dict:
     blocks = cyclic_blocks(plan, device)
     res = {"case": name, "tf32": tf32, "attention": net.attention, "block_size": b}
     res["blocks_per_epoch"] = plan.n_ub * plan.n_ib
-    timed(net, opt, blocks, args.warmup, device)
+    warmup = res["blocks_per_epoch"] if args.warmup is None else args.warmup
+    timed(net, opt, blocks, warmup, device)
     res["eager"] = timed(net, opt, blocks, args.blocks, device)
     res["projected_epoch_seconds"] = res["eager"]["ms_per_block"] * res["blocks_per_epoch"] / 1e3
     if not tf32:
@@ -196,6 +203,19 @@ def run_case(name: str, data, device: str, args, tf32: bool = False) -> dict:
     return res
 
 
+def commit() -> str:
+    """The checkout's commit (with ``+dirty`` for uncommitted changes); --src trees are named by
+    their directory."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--untracked-files=no")  # new result files do not count
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -203,12 +223,15 @@ def main() -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--cases", nargs="+", default=["ml100k", "ml20m-global", "ml20m-local",
                                                   "ml20m-none"])  # fmt: skip
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=None, help="blocks (default: one epoch)")
+    p.add_argument("--src", default=None, help="import xfvae from this source tree")
     p.add_argument("--blocks", type=int, default=30, help="timed blocks per case")
     p.add_argument("--profile-blocks", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tag", default="")
     a = p.parse_args()
+    if a.src:
+        sys.path.insert(0, str(Path(a.src).resolve()))
     import torch
     from bench_xfvae import load, synthetic_train_data
 
@@ -222,6 +245,8 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "load_avg_start": load(),
+        "xfvae_src": str(Path(sys.modules["xfvae"].__file__).parent),
+        "commit": commit(),
         "cases": [],
     }
     path = HERE / "results" / f"profile_xfvae_{a.device}{'_' + a.tag if a.tag else ''}.json"

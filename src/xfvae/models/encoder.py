@@ -15,11 +15,15 @@ O(N K M + nnz M) per batch instead of O(B N K M). With separate variance network
 layers of both networks are one table with 2M columns ([mean | variance]), so one bag sum serves
 both. Rows with transposes (the training blocks) get gathers as backward passes instead of
 scatters, and tables computed only on the batch's distinct columns when those are few.
+
+Training blocks in the configurations most runs use (``SideEncoder.fusable``) go through
+:mod:`xfvae.models.fused` instead: the same mathematics as one autograd node per side, with a
+hand-written backward and index tensors built once per batch (issue 21: a block step is bound by
+the number of operator calls, not by arithmetic).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -28,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xfvae.models.attention import PosteriorAttention, RowSlice, bounded_variance
+from xfvae.models.fused import _table_indices, fused_encode
 
 
 def mlp(dims: list[int], last_activation: bool) -> nn.Sequential:
@@ -133,14 +138,6 @@ class RowBag(torch.autograd.Function):
         if not ctx.local:
             per_col = scatter_rows(per_col, rows.ucols, ctx.shape, ctx.sparse)
         return per_col, None, None, None, None
-
-
-@functools.lru_cache(maxsize=32)
-def _table_indices(n: int, k: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """For bags of the K rows of each of n table entries: (row of each (entry, k), offsets of the
-    bags, entry of each (entry, k)); made once per table, sliced for fewer entries."""
-    flat = torch.arange(n * k, device=device)
-    return flat, flat[::k].clone(), torch.arange(n, device=device).repeat_interleave(k)
 
 
 class LatentRows(torch.autograd.Function):
@@ -250,6 +247,13 @@ class SideEncoder(nn.Module):
         self.head_mu = mlp(head_dims, last_activation=False)  # linear output: posterior mean
         self.head_var = mlp(head_dims, last_activation=False)  # sigmoid applied below: variance
         self.fused_heads = output_layers == 0 and not separate_variance
+        # the training path of models/fused.py covers these configurations
+        self.fusable = (
+            self.fused_heads
+            and input_layers == 0
+            and not self.sparse_grad
+            and attention in ("none", "local")
+        )
         self.attention = None
         if attention != "none":
             if not use_cross_feedback:
@@ -330,5 +334,8 @@ class SideEncoder(nn.Module):
     def forward(
         self, rows: RowSlice, keys: Tensor, table: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
+        if self.fusable and rows.has_transpose and table is None and torch.is_grad_enabled():
+            if not keys.requires_grad:  # training blocks: one autograd node (models/fused.py)
+                return fused_encode(self, rows, keys)
         h, g = self.first_layers(rows, keys, table)
         return self.posterior(h, g, keys, rows)

@@ -26,6 +26,7 @@ from xfvae.data.batches import Block
 from xfvae.data.train_data import TrainData
 from xfvae.models.attention import ATTENTION_KINDS, RowSlice
 from xfvae.models.encoder import SideEncoder, range_rows, slice_rows
+from xfvae.models.fused import BlockElbo, kl_terms
 
 ITERATIONS = ("nested", "sequential")
 OFFSETS = ("none", "global", "biases")
@@ -34,8 +35,7 @@ PREDICT_LATENTS = ("sample", "mean")
 
 def gaussian_kl(mu: Tensor, var: Tensor, prior_var: float) -> Tensor:
     """KL[N(mu, diag var) || N(0, prior_var I)] of each row (Eq. 7's KL terms)."""
-    ratio = var / prior_var
-    return 0.5 * (ratio + mu.pow(2) / prior_var - 1.0 - torch.log(ratio)).sum(-1)
+    return 0.5 * kl_terms(mu, var, prior_var).sum(-1)
 
 
 def resolve_attention(attention: str, density: float, threshold: float) -> str:
@@ -182,8 +182,9 @@ class CrossFeedbackVAE(nn.Module):
                 torch.from_numpy(m.indices.astype("int64")),
                 torch.from_numpy(m.data.astype("float32")),
             )
-        self.register_buffer("user_seen", data.user_seen.clone(), persistent=False)
-        self.register_buffer("item_seen", data.item_seen.clone(), persistent=False)
+        # 1.0 where the user / item has training ratings: the per-row factor of the KL terms
+        self.register_buffer("user_seen", data.user_seen.to(torch.float32), persistent=False)
+        self.register_buffer("item_seen", data.item_seen.to(torch.float32), persistent=False)
 
         # Algorithm 1 state: samples U, V (and the posterior means they were drawn around), and
         # the latent inputs built from them at step 6: Z_U from V (user side), Z_V from U.
@@ -291,13 +292,11 @@ class CrossFeedbackVAE(nn.Module):
             return self.mean_rating + self.user_bias[users] + self.item_bias[items]
         return self.mean_rating
 
-    def _block_inputs(self, batch) -> tuple[RowSlice, RowSlice, Tensor, Tensor]:
-        """The block's user rows, item rows and the global (user, item) of its ratings."""
+    def _block_rows(self, batch) -> tuple[RowSlice, RowSlice]:
+        """The block's user rows and item rows."""
         if isinstance(batch, Block):  # precomputed by the plan, on the device: no work, no sync
-            return batch.user_rows, batch.item_rows, batch.obs_users, batch.obs_items
-        users, items = batch["users"], batch["items"]
-        obs_users, obs_items = users[batch["obs_u"]], items[batch["obs_i"]]
-        return self.user_rows(users), self.item_rows(items), obs_users, obs_items
+            return batch.user_rows, batch.item_rows
+        return self.user_rows(batch["users"]), self.item_rows(batch["items"])
 
     def loss(self, batch: Block | dict[str, Tensor]) -> dict[str, Tensor]:
         """-Eq. 7 restricted to one block (Algorithm 1, steps 8-11), divided by ``loss_scale``.
@@ -313,7 +312,7 @@ class CrossFeedbackVAE(nn.Module):
                 "U, V and the latent inputs are not built yet (Algorithm 1, steps 2 and 6)"
             )
         users, items = batch["users"], batch["items"]
-        user_rows, item_rows, obs_users, obs_items = self._block_inputs(batch)
+        user_rows, item_rows = self._block_rows(batch)
         # sequential: even steps update the user side only, odd steps the item side only.
         parity = self._steps % 2
         train_users = self.iteration == "nested" or parity == 0
@@ -325,22 +324,14 @@ class CrossFeedbackVAE(nn.Module):
             mu_u, var_u = self.user_encoder(user_rows, self.latent_items)
         with torch.set_grad_enabled(train_items and torch.is_grad_enabled()):
             mu_v, var_v = self.item_encoder(item_rows, self.latent_users)
-        u = mu_u + var_u.sqrt() * torch.randn_like(mu_u)  # reparametrisation trick
-        v = mu_v + var_v.sqrt() * torch.randn_like(mu_v)
-        ou, oi = batch["obs_u"], batch["obs_i"]
-        pred = (u.index_select(0, ou) * v.index_select(0, oi)).sum(-1)
-        pred = pred + self._offset(obs_users, obs_items)
-        sse = (batch["ratings"] - pred).pow(2).sum()  # Eq. 7: -E[log p(X | U, V)] + const
-        kl_u = (gaussian_kl(mu_u, var_u, self.prior_var) * self.user_seen[users]).sum()
-        kl_v = (gaussian_kl(mu_v, var_v, self.prior_var) * self.item_seen[items]).sum()
-        # Eq. 7: reconstruction + beta-weighted KL sums (each entity's share of its blocks).
-        total = (
-            sse
-            + self.beta_u * kl_u / self.blocks_per_user
-            + self.beta_v * kl_v / self.blocks_per_item
-        )
+        eps_u, eps_v = torch.randn_like(mu_u), torch.randn_like(mu_v)  # reparametrisation
+        biases = (self.user_bias, self.item_bias) if self.offset == "biases" else ()
+        ratings = batch["ratings"]
+        block = (users, items, batch["obs_u"], batch["obs_i"], ratings)
+        # Eq. 7: squared error of the block's ratings + beta-weighted KL sums, one autograd node
+        total, sse = BlockElbo.apply(self, block, mu_u, var_u, eps_u, mu_v, var_v, eps_v, *biases)
         # Few extra keys: the loop logs each one every step.
-        return {"loss": total / self.loss_scale, "mse": sse.detach() / max(1, ou.numel())}
+        return {"loss": total, "mse": sse / max(1, ratings.numel())}
 
     # ----- prediction ---------------------------------------------------------------------------
     def _invalidate(self) -> None:
