@@ -29,9 +29,10 @@ from xfvae.tune import select
 from xfvae.tune.study import FINISHED, Context, trial_config
 
 PROTOCOL = (
-    "Search trials (Optuna TPE, seeded) on seed {seed}'s validation RMSE, pruned on the validation "
-    "curve (MedianPruner); the best {top_k} distinct complete configurations re-run on seeds "
-    "{others}; kept: the lowest mean validation RMSE over seeds {all}."
+    "Search trials (the space's anchors first, then Optuna TPE, seeded) on seed {seed}'s "
+    "validation RMSE, pruned on the validation curve ({pruner} pruner; anchors never pruned); the "
+    "best {top_k} distinct complete configurations and every anchor re-run on seeds {others}; "
+    "kept: the lowest mean validation RMSE over seeds {all}."
 )
 EXTRAS_OFF = (
     " The kept configuration is re-run with its training extras off (no LR schedule, no EMA, the "
@@ -82,7 +83,7 @@ def trials_table(
     rows = []
     for t in sorted(trials, key=lambda t: t.number):
         a = t.user_attrs
-        row: dict[str, Any] = {"trial": t.number, "state": t.state.name}
+        row: dict[str, Any] = {"trial": t.number, "state": t.state.name, "anchor": a.get("anchor")}
         labels = a.get("choices", {})
         row.update({k: labels.get(k) for k in ctx.space.keys})
         per_seed = {ctx.seeds[0]: t.value if t.state == TrialState.COMPLETE else a.get("val_rmse")}
@@ -98,6 +99,7 @@ def trials_table(
             pruned_at=a.get("pruned_at"),
             duplicate_of=a.get("duplicate_of"),
             continues=a.get("continues"),
+            restarted=a.get("restarted"),
             failed=a.get("reaped") or a.get("interrupted") or a.get("error") or a.get("diverged"),
             config_hash=a.get("config_hash"),
             overrides=" ".join(a.get("overrides", [])),
@@ -111,7 +113,11 @@ def _selection(ctx: Context, res: select.Outcome) -> dict[str, Any]:
     seeds = ctx.seeds
     return {
         "protocol": (PROTOCOL + (EXTRAS_OFF if ctx.space.has_extras else "") + NEVER_TEST).format(
-            seed=seeds[0], top_k=c.selection.top_k, others=seeds[1:], all=seeds
+            seed=seeds[0],
+            top_k=c.selection.top_k,
+            others=seeds[1:],
+            all=seeds,
+            pruner=c.pruner.name,
         ),
         "seeds": seeds,
         "candidates": [
@@ -176,14 +182,16 @@ def _provenance(
             "name": "TPESampler(multivariate=True, group=True, constant_liar=True)",
             "seed": c["sampler"]["seed"],
             "n_startup_trials": c["sampler"]["n_startup_trials"],
-            "per_trial_seed": "numpy SeedSequence([sampler.seed, trial number])",
+            "per_trial_seed": "numpy SeedSequence([sampler.seed, draw index]): the trials before "
+            "it that drew values (continuations of stopped trials excluded)",
         },
-        "pruner": {"name": "MedianPruner", **c["pruner"]},
+        "pruner": c["pruner"],
+        "anchors": {a.name: {"source": a.source, "params": a.labels} for a in ctx.space.anchors},
         "selection": c["selection"],
         "hparams_search": f"conf/hparams_search/{ctx.space.name}.yaml",
         "space": ctx.space.raw,
         "trial_overrides": ctx.base,
-        "storage": _rel(ctx.storage_dir / "journal.log"),
+        "storage": _rel(ctx.journal_dir / "journal.log"),
         "tuned_config": _rel(tuned) if tuned else None,
         "git_commits": sorted(
             {t.user_attrs["git_commit"] for t in every if "git_commit" in t.user_attrs}
