@@ -129,7 +129,8 @@ def check_budget(cfg: DictConfig, space: Space) -> int:
         raise TuneError(f"budget=<n> is required: {what}")
     b = cfg.budget
     if isinstance(b, bool) or not isinstance(b, int) or b < need:
-        raise TuneError(f"budget={b}: the budget must be {what}")
+        shown = str(b).lower() if isinstance(b, bool) else b
+        raise TuneError(f"budget={shown}: the budget must be {what}")
     return int(b)
 
 

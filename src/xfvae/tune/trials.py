@@ -78,8 +78,9 @@ class _Failures:
 
 
 class TrialReporter(pl.Callback):
-    """Reports each epoch's validation RMSE to the trial (the pruner's curve), stops a trial the
-    pruner finds hopeless, and keeps the trial's heartbeat fresh."""
+    """Reports each epoch's validation RMSE to the trial (the pruner's curve, recorded in the
+    journal), stops a trial the pruner finds hopeless (if ``prune``), and keeps the trial's
+    heartbeat fresh."""
 
     def __init__(self, trial: optuna.Trial, prune: bool):
         self.trial, self.prune = trial, prune
@@ -95,10 +96,10 @@ class TrialReporter(pl.Callback):
         value = trainer.callback_metrics.get("val/rmse")
         if trainer.current_epoch < warmup_epochs(pl_module):
             return  # a warm-up epoch (BPMF's burn-in) is no evidence against the trial
-        if not self.prune or value is None or not math.isfinite(float(value)):
+        if value is None or not math.isfinite(float(value)):
             return  # early stopping (check_finite) ends a diverged run
-        self.trial.report(float(value), step=trainer.current_epoch)
-        if self.trial.should_prune():
+        self.trial.report(float(value), step=trainer.current_epoch)  # the curve, also unpruned
+        if self.prune and self.trial.should_prune():
             self.pruned_at = trainer.current_epoch
             trainer.should_stop = True
 
