@@ -3,7 +3,8 @@
 #
 # Env: DATASETS (default ml-100k), SEEDS (0,1,2), TRAINER (default | gpu), LAUNCHER (e.g. slurm,
 # submitit_local: hydra/launcher=$LAUNCHER), FRESH=1 (start over: overwrite=true), JOBS (sweeps
-# run side by side on this machine; default: the number of cores), THREADS (torch threads per run,
+# run side by side on this machine; default: cores / THREADS; JOBS x THREADS above the cores is
+# refused unless OVERSUBSCRIBE=1), THREADS (torch threads per run,
 # default 1: results are identical for identical seeds and thread counts, so 1 makes them the same
 # on any machine), PY (.venv/bin/python).
 #
@@ -19,8 +20,14 @@ DATASETS=${DATASETS:-ml-100k}
 TRAINER=${TRAINER:-default}
 LAUNCHER=${LAUNCHER:-}
 FRESH=${FRESH:-0}
-JOBS=${JOBS:-$(nproc)}
-export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
+THREADS=${THREADS:-1}
+JOBS=${JOBS:-$(( $(nproc) / THREADS > 0 ? $(nproc) / THREADS : 1 ))}
+if [ -z "${LAUNCHER:-}" ] && [ $(( JOBS * THREADS )) -gt "$(nproc)" ] && [ "${OVERSUBSCRIBE:-0}" != 1 ]; then
+  echo "error: JOBS=$JOBS sweeps x THREADS=$THREADS threads exceed this machine's $(nproc) cores;" \
+    "lower JOBS or THREADS, or set OVERSUBSCRIBE=1 to share the cores anyway" >&2
+  exit 2
+fi
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 export PYTHONHASHSEED=0  # scikit-posthocs draws CD-diagram bars in set order: same bytes every run
 : "${EXPERIMENT:?set EXPERIMENT before sourcing common.sh}"
 RUNS=${RUNS:-logs/$EXPERIMENT}

@@ -284,13 +284,17 @@ def draw_index(trials: list[FrozenTrial], number: int) -> int:
 
 def make_pruner(c: DictConfig) -> optuna.pruners.BasePruner:
     """The pruner on the validation curve, the same for every model (conf/tune.yaml ``pruner``)."""
+    if c.name == "successive_halving":  # rungs at min_resource * eta^k epochs after any warm-up
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=int(c.min_resource), reduction_factor=int(c.reduction_factor)
+        )
     if c.name == "median":
         return optuna.pruners.MedianPruner(
             n_startup_trials=int(c.n_startup_trials), n_warmup_steps=int(c.n_warmup_steps)
         )
     if c.name == "none":
         return optuna.pruners.NopPruner()
-    raise TuneError(f"pruner.name={c.name!r}: one of median, none")
+    raise TuneError(f"pruner.name={c.name!r}: one of successive_halving, median, none")
 
 
 def open_studies(ctx: Context) -> tuple[optuna.Study, optuna.Study]:

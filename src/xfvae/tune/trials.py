@@ -99,7 +99,9 @@ class TrialReporter(pl.Callback):
         if value is None or not math.isfinite(float(value)):
             return  # early stopping (check_finite) ends a diverged run
         self.trial.report(float(value), step=trainer.current_epoch)  # the curve, also unpruned
-        if self.prune and self.trial.should_prune():
+        # asked also when not pruning: a successive-halving pruner records the trial's rung here,
+        # so an anchor's curve informs the pruning of the others
+        if self.trial.should_prune() and self.prune:
             self.pruned_at = trainer.current_epoch
             trainer.should_stop = True
 
