@@ -291,7 +291,8 @@ def _write_tuned(
         f"conf/hparams_search/{ctx.space.name}.yaml, TPE sampler seed {c.sampler.seed}; epoch cap "
         f"{c.equal.max_epochs}, early stopping patience {c.equal.patience}, min_delta "
         f"{c.equal.min_delta} (the same for every model). Selection: the top {c.selection.top_k} "
-        f"of seed {seeds[0]}'s validation RMSE re-run on seeds {', '.join(map(str, seeds[1:]))}; "
+        f"of seed {seeds[0]}'s validation RMSE and the anchors re-run on seeds "
+        f"{', '.join(map(str, seeds[1:]))}; "
         f"kept trial {chosen.number}: mean validation RMSE {res.mean(chosen.number):.4f} (seed "
         f"{seeds[0]}: {chosen.value:.4f}); without the training extras (no schedule, no EMA): "
         f"{off_text}. Records: {_rel(c.results_dir)}/; code: {', '.join(commits)}."
@@ -305,6 +306,14 @@ def _write_tuned(
     path = Path(c.tuned_dir) / str(c.data) / f"{ctx.name}.yaml"
     atomic_write_text(path, "\n".join(header) + "\n" + body)
     return path
+
+
+def _pruner_text(p: DictConfig) -> str:
+    if p.name == "successive_halving":
+        return f"successive-halving pruner (first rung {p.min_resource} epochs, eta {p.reduction_factor})"
+    if p.name == "median":
+        return f"median pruner after {p.n_startup_trials} trials, {p.n_warmup_steps} warm-up epochs"
+    return "no pruning"
 
 
 def _fmt(v: Any) -> str:
@@ -330,8 +339,9 @@ def _summary(
         f"({n['COMPLETE']} complete, {n['PRUNED']} pruned; {n['FAIL']} failed, not counted). "
         f"Space: `{prov['hparams_search']}`; epoch cap {c.equal.max_epochs}, early stopping "
         f"patience {c.equal.patience} (min_delta {c.equal.min_delta}); TPE sampler seed "
-        f"{c.sampler.seed}; MedianPruner after "
-        f"{c.pruner.n_startup_trials} trials, {c.pruner.n_warmup_steps} warm-up epochs.",
+        f"{c.sampler.seed}; {_pruner_text(c.pruner)}; anchors (tried first, never pruned): "
+        + ", ".join(f"{a.name} ({a.source})" for a in ctx.space.anchors)
+        + ".",
         "",
         f"Protocol: {selection['protocol']}",
         "",

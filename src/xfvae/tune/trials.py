@@ -208,7 +208,7 @@ def run_search_trial(ctx: Context, study: optuna.Study, trial: optuna.Trial) -> 
             for step, v in sorted(curve.items()):
                 trial.report(v, step)
         else:  # e.g. continued on another machine: no checkpoint came with the journal
-            why = f"no checkpoint in {out}: trained again from epoch 0"
+            why = f"no checkpoint in {trial.user_attrs['resume_dir']}: trained again from epoch 0"
             trial.set_user_attr("restarted", why)
             log.warning("%s trial %d (continues %d): %s", ctx.name, trial.number, stopped, why)
             shutil.rmtree(out, ignore_errors=True)  # the stopped trial's own, partial folder
