@@ -75,29 +75,44 @@ check-defaults: install ## every model's default on three synthetic shapes unlik
 reproduce-table1: install ## Table 1: data set statistics beside the paper's
 	for d in $${DATASETS:-ml-100k}; do $(BIN)/python -m xfvae.data.describe data=$$d; done
 
-# Equal-budget tuning (README "Tuning (equal budget)"): one study, or every Table 3 model and the
-# Table 4 rows with the same budget. Resumable: re-run the same command after an interruption;
-# several processes (or cluster jobs on a shared filesystem) may run one study at once.
+# Equal-budget tuning (README "Tuning (equal budget)", docs/tuning_protocol.md): one study, or
+# every Table 3 model and the Table 4 rows with the same budget. Resumable: re-run the same command
+# after an interruption; the study's state (journal.log) lives with its records under
+# results/tuning/, so it also continues on another machine. WORKERS processes share one study, each
+# trial on THREADS torch threads (default 1, the thread count of the experiment targets, so that a
+# tuned configuration's final run replays its trial); WORKERS x THREADS above the cores is refused
+# (by the tuner too) unless TUNE_ARGS holds oversubscribe=true.
 # TUNE_ARGS: more key=value settings (conf/tune.yaml) or trial overrides (e.g. trainer=gpu).
 .PHONY: tune tune-all
 # $(call with_progress,WATCHER ARGS,COMMAND): COMMAND with experiments/progress.py beside it (a line
-# at least once a minute), unless TUNE_ARGS moves the study (study=, storage_dir=).
+# at least once a minute), unless TUNE_ARGS moves the study (study=, results_dir=).
 with_progress = mkdir -p logs/tune/$(DATA); \
-	if [[ "$(TUNE_ARGS)" != *study=* && "$(TUNE_ARGS)" != *storage_dir=* ]]; then \
+	if [[ "$(TUNE_ARGS)" != *study=* && "$(TUNE_ARGS)" != *results_dir=* ]]; then \
 	  $(BIN)/python experiments/progress.py $(1) & watcher=$$!; fi; \
 	$(2); rc=$$?; [ -n "$$watcher" ] && kill $$watcher 2>/dev/null && wait $$watcher; exit $$rc
 DATA ?= ml-100k
 BUDGET ?= 20
+WORKERS ?= 1
+THREADS ?= 1
 TUNE_MODELS ?= mf ncf cnncf urec irec vaecf daecf bpmf xfvae \
 	xfvae_no_data_input xfvae_no_cross_feedback xfvae_no_attention
-tune: install data ## tune one model: make tune MODEL=mf DATA=ml-100k BUDGET=20
+# $(call tune_cmd,MODEL): WORKERS processes on one study, each trial on THREADS torch threads.
+tune_cmd = pids=; for i in $$(seq $(WORKERS)); do \
+	  OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(BIN)/python -m xfvae.tune model=$(1) \
+	  data=$(DATA) budget=$(BUDGET) $(TUNE_ARGS) & pids="$$pids $$!"; sleep 2; done; \
+	rc=0; for p in $$pids; do wait $$p || rc=$$?; done; (exit $$rc)
+# Refuse WORKERS x THREADS above the cores (the tuner refuses it too) unless asked.
+check_cores = @cores=$$(nproc); if [ $$(( $(WORKERS) * $(THREADS) )) -gt $$cores ] && \
+	  ! echo "$(TUNE_ARGS)" | grep -q "oversubscribe=true"; then \
+	  echo "error: WORKERS=$(WORKERS) x THREADS=$(THREADS) exceeds the $$cores cores; lower them or pass TUNE_ARGS=oversubscribe=true" >&2; exit 2; fi
+tune: install data ## tune one model: make tune MODEL=mf DATA=ml-100k BUDGET=20 [WORKERS=2]
 	@test -n "$(MODEL)" || { echo "make tune needs MODEL=<name> (one of: $(TUNE_MODELS))"; exit 2; }
-	@$(call with_progress,--study logs/tune/$(DATA)/$(MODEL)/journal.log:$(MODEL) --total $(BUDGET) \
-	  --log logs/tune/$(DATA)/progress.log,$(BIN)/python -m xfvae.tune model=$(MODEL) data=$(DATA) \
-	  budget=$(BUDGET) $(TUNE_ARGS))
+	$(check_cores)
+	@$(call with_progress,--study results/tuning/$(DATA)/$(MODEL)/journal.log:$(MODEL) --total $(BUDGET) \
+	  --log logs/tune/$(DATA)/progress.log,$(call tune_cmd,$(MODEL)))
 
 tune-all: install data ## tune every model and Table 4 row with the same BUDGET (default 20)
-	for m in $(TUNE_MODELS); do $(MAKE) --no-print-directory tune MODEL=$$m || exit $$?; done
+	@for m in $(TUNE_MODELS); do $(MAKE) --no-print-directory tune MODEL=$$m || exit $$?; done
 
 report: install ## collect runs under logs/ and write stats (all models, top 4), CD diagrams, Table 3 to results/latest
 	$(BIN)/python -m xfvae.report collect logs --out results/latest/results.csv

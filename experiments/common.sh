@@ -3,10 +3,11 @@
 #
 # Env: DATASETS (default ml-100k), SEEDS (0,1,2), TRAINER (default | gpu), LAUNCHER (e.g. slurm,
 # submitit_local: hydra/launcher=$LAUNCHER), FRESH=1 (start over: overwrite=true), JOBS (sweeps
-# run side by side on this machine; default: the number of cores), THREADS (torch threads per run,
-# default 1: results are identical for identical seeds and thread counts on one kind of machine;
-# across machines they can differ, docs/training.md "Seeds"), CPU_ISA (avx2 | avx512 | default: the
-# instruction set the math kernels may use, see below; unset: each machine's best), PY (.venv/bin/python).
+# run side by side on this machine; default: cores / THREADS; JOBS x THREADS above the cores is
+# refused unless OVERSUBSCRIBE=1), THREADS (torch threads per run, default 1: results are identical
+# for identical seeds and thread counts on one kind of machine; across machines they can differ,
+# docs/training.md "Seeds"), CPU_ISA (avx2 | avx512 | default: the instruction set the math kernels
+# may use, see below; unset: each machine's best), PY (.venv/bin/python).
 #
 # Runs go to a stable folder per experiment, logs/<experiment>/<data>/<name>/<job>, so running the
 # same target again skips complete jobs, resumes killed ones from their last.ckpt and runs the
@@ -20,8 +21,14 @@ DATASETS=${DATASETS:-ml-100k}
 TRAINER=${TRAINER:-default}
 LAUNCHER=${LAUNCHER:-}
 FRESH=${FRESH:-0}
-JOBS=${JOBS:-$(nproc)}
-export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
+THREADS=${THREADS:-1}
+JOBS=${JOBS:-$(( $(nproc) / THREADS > 0 ? $(nproc) / THREADS : 1 ))}
+if [ -z "${LAUNCHER:-}" ] && [ $(( JOBS * THREADS )) -gt "$(nproc)" ] && [ "${OVERSUBSCRIBE:-0}" != 1 ]; then
+  echo "error: JOBS=$JOBS sweeps x THREADS=$THREADS threads exceed this machine's $(nproc) cores;" \
+    "lower JOBS or THREADS, or set OVERSUBSCRIBE=1 to share the cores anyway" >&2
+  exit 2
+fi
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 # CPU_ISA pins the vector instruction set of torch's own kernels (ATEN_CPU_CAPABILITY), MKL's BLAS
 # (MKL_CBWR) and oneDNN (ONEDNN_MAX_CPU_ISA): machines whose CPUs differ (AVX2 vs AVX-512) then run
 # the same kernels. Each run records what torch used (metrics.json machine.cpu_capability).

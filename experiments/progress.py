@@ -3,7 +3,7 @@ of what is left, from the files the runs write (each job's ``.hydra/outcome.json
 :mod:`xfvae.runs.sweep`), so it works for local sweeps and launcher jobs alike.
 
     python experiments/progress.py ROOT... --total N --since ISO [--log FILE] [--every S]
-    python experiments/progress.py --study logs/tune/ml-100k/mf/journal.log:mf --total 20
+    python experiments/progress.py --study results/tuning/ml-100k/mf/journal.log:mf --total 20
 
 On a terminal the status line is rewritten in place every few seconds, and a plain line is printed
 whenever a run finishes and at least once a minute; with ``--log`` the plain lines are appended to

@@ -161,4 +161,4 @@ def test_early_stopping_waits_for_the_burn_in_on_sparse_data(warmup, cfg_factory
         assert metrics["epochs"] >= 8 + 3 + 1, "patience counts from the end of the burn-in"
         assert metrics["best_epoch"] >= 8, "an average of samples beats the burn-in's single ones"
     else:
-        assert metrics["epochs"] == 3 + 1 and metrics["best_epoch"] == 0, "the defect, shown"
+        assert metrics["epochs"] < 8, "stopped inside the burn-in: the defect, shown"

@@ -36,7 +36,15 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def context(tmp_path, model: str, *args: str):
-    cfg = compose_tune([f"model={model}", "budget=1", f"storage_dir={tmp_path / 'store'}", *args])
+    cfg = compose_tune(
+        [
+            f"model={model}",
+            "budget=2",
+            f"storage_dir={tmp_path / 'store'}",
+            f"results_dir={tmp_path / 'res'}",
+            *args,
+        ]
+    )
     return make_context(cfg)
 
 

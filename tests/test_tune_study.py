@@ -54,7 +54,7 @@ def tiny_args(tmp_path: Path, *args: str, epochs: int = 3) -> list[str]:
 
 
 def journal(tmp_path: Path, name: str = "mf") -> optuna.Study:
-    backend = optuna.storages.journal.JournalFileBackend(str(tmp_path / "store" / "journal.log"))
+    backend = optuna.storages.journal.JournalFileBackend(str(tmp_path / "results" / "journal.log"))
     return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend))
 
 
@@ -73,10 +73,13 @@ def test_study_writes_records_selects_by_mean_and_its_tuned_config_loads(tmp_pat
     assert {"val_rmse_seed0", "val_rmse_seed1", "seconds", "best_epoch", "epochs"} <= set(table)
     assert "model.net.dim" in table and "model.optimizer.lr" in table
 
-    # Protocol: the 2 best seed-0 trials re-run on seed 1; the lower mean over seeds 0-1 kept.
+    # Protocol: the 2 best seed-0 trials and every anchor (trials 0 and 1: mf's default and
+    # second recipe) re-run on seed 1; the lowest mean over seeds 0-1 kept.
+    assert list(table.anchor[:2]) == ["default", "table2_middle"] and table.anchor[2:].isna().all()
     sel = json.loads((res / "selection.json").read_text())
     best = table[table.state == "COMPLETE"].sort_values(["val_rmse_seed0", "trial"])
-    assert [c["trial"] for c in sel["candidates"]] == list(best.trial[:2])
+    top = list(best.trial[:2])
+    assert [c["trial"] for c in sel["candidates"]] == top + [t for t in (0, 1) if t not in top]
     for c in sel["candidates"]:
         seed1 = json.loads(
             (tmp_path / f"store/reruns/t{c['trial']}-seed1/metrics.json").read_text()
@@ -90,7 +93,7 @@ def test_study_writes_records_selects_by_mean_and_its_tuned_config_loads(tmp_pat
 
     prov = json.loads((res / "provenance.json").read_text())
     assert prov["budget"] == 3 and prov["trials"]["COMPLETE"] + prov["trials"]["PRUNED"] == 3
-    assert prov["equal"] == {"max_epochs": 3, "patience": 3, "min_delta": 1e-4}
+    assert prov["equal"] == {"max_epochs": 3, "patience": 3, "min_delta": 0.0}
     assert prov["sampler"]["seed"] == 0
     assert prov["git_commits"] and prov["wall_seconds"] > 0
     assert (res / "history.png").read_bytes()[:4] == b"\x89PNG"
@@ -104,7 +107,7 @@ def test_study_writes_records_selects_by_mean_and_its_tuned_config_loads(tmp_pat
             "train", [f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "tuned=synthetic/mf"]
         )
     assert cfg.model.name == "mf" and cfg.model.max_epochs == 3 and cfg.model.patience == 3
-    assert cfg.callbacks.early_stopping.min_delta == ran.callbacks.early_stopping.min_delta == 1e-4
+    assert cfg.callbacks.early_stopping.min_delta == ran.callbacks.early_stopping.min_delta == 0.0
     for o in sel["chosen"]["overrides"]:
         key = o.lstrip("+").split("=", 1)[0]
         assert OmegaConf.select(cfg, key) == OmegaConf.select(ran, key), key
@@ -161,14 +164,14 @@ def test_tuning_never_reads_the_test_split(tmp_path, monkeypatch):
 
 
 def test_a_study_whose_worker_died_mid_trial_resumes_to_its_budget(tmp_path):
-    """One trial done, the second one's process dead (its trial still RUNNING in the journal):
-    running the study again fails that trial and ends with exactly 3 finished, none repeated.
-    (tests/test_tune_processes.py does it with a real SIGKILL.)"""
-    args = tiny_args(tmp_path, "model=mf", "budget=3", "selection.top_k=1", *TINY)
-    ctx = make_context(compose_tune([*args, "budget=1"]))
+    """Two trials (the anchors) done, the third one's process dead (its trial still RUNNING in the
+    journal): running the study again fails that trial and ends with exactly 4 finished, none
+    repeated. (tests/test_tune_processes.py does it with a real SIGKILL.)"""
+    args = tiny_args(tmp_path, "model=mf", "budget=4", "selection.top_k=1", *TINY)
+    ctx = make_context(compose_tune([*args, "budget=2"]))
     search_study, _ = open_studies(ctx)
-    search(ctx, search_study)  # trial 0
-    killed = search_study.ask()  # trial 1, whose process then died
+    search(ctx, search_study)  # trials 0 and 1, the anchors
+    killed = search_study.ask()  # trial 2, whose process then died
     gone = subprocess.Popen(["true"])
     gone.wait()
     for k, v in {"host": platform.node(), "pid": gone.pid, "pid_started": 0.0}.items():
@@ -178,10 +181,10 @@ def test_a_study_whose_worker_died_mid_trial_resumes_to_its_budget(tmp_path):
     tune(compose_tune(args))
     trials = journal(tmp_path).get_trials()
     states = [t.state for t in trials]
-    assert states[1] == TrialState.FAIL and "is gone" in trials[1].user_attrs["reaped"]
+    assert states[2] == TrialState.FAIL and "is gone" in trials[2].user_attrs["reaped"]
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(done) == 3 and len(trials) == 4
-    assert len({tuple(t.user_attrs["overrides"]) for t in done}) == 3
+    assert len(done) == 4 and len(trials) == 5
+    assert len({tuple(t.user_attrs["overrides"]) for t in done}) == 4
 
 
 class StopAtEpoch(pl.Callback):
@@ -196,9 +199,10 @@ class StopAtEpoch(pl.Callback):
 
 
 def test_a_stopped_trial_resumes_from_its_checkpoint_with_its_curve(tmp_path, monkeypatch):
-    """SIGTERM in trial 0's fifth epoch: the trial is failed (it does not count) and queued again;
-    the study run again trains it on from checkpoints/last.ckpt in the same run folder with the
-    same values, the pruner sees the whole curve, and the study ends with its budget."""
+    """SIGTERM in trial 0's fifth epoch: the trial is failed (it does not count) and queued again
+    (after the second anchor, queued before it); the study run again trains it on from
+    checkpoints/last.ckpt in the same run folder with the same values and its whole curve, and
+    the study ends with its budget."""
     args = tiny_args(tmp_path, "model=mf", "budget=2", "selection.top_k=1", *TINY, epochs=8)
     train = trials_mod.train
     runs = []
@@ -221,16 +225,17 @@ def test_a_stopped_trial_resumes_from_its_checkpoint_with_its_curve(tmp_path, mo
     monkeypatch.setattr(trials_mod, "train", recorded)
     tune(compose_tune(args))
     trials = journal(tmp_path).get_trials()
-    again = trials[1]
+    again = trials[2]
     assert again.user_attrs["continues"] == 0 and again.state == TrialState.COMPLETE
-    assert again.params == first.params and again.user_attrs["run_dir"].endswith("runs/0")
-    assert runs[0] == ("0", "checkpoints/last.ckpt"), "trained on from the checkpoint"
+    assert again.params == first.params and again.user_attrs["run_dir"] == "runs/0"
+    assert runs[:2] == [("1", None), ("0", "checkpoints/last.ckpt")], "trained on from last.ckpt"
     assert sorted(again.intermediate_values)[: len(first.intermediate_values)] == sorted(
         first.intermediate_values
     ) and len(again.intermediate_values) > len(first.intermediate_values)
     assert [t.state for t in trials].count(TrialState.COMPLETE) == 2 and len(trials) == 3
     table = pd.read_csv(tmp_path / "results/trials.csv").set_index("trial")
-    assert table.loc[1, "continues"] == 0 and "SIGTERM" in table.loc[0, "failed"]
+    assert table.loc[2, "continues"] == 0 and "SIGTERM" in table.loc[0, "failed"]
+    assert table.loc[2, "anchor"] == "default" and table.restarted.isna().all()
 
 
 def test_a_trial_that_raised_is_not_queued_again(tmp_path):
@@ -278,7 +283,7 @@ def test_running_trials_count_toward_the_budget(tmp_path, monkeypatch):
     monkeypatch.setattr(trials_mod.time, "sleep", lambda s: (_ for _ in ()).throw(Waited))
     with pytest.raises(Waited):
         search(ctx, search_study)
-    assert len(search_study.get_trials()) == 2
+    assert len(search_study.get_trials(states=(TrialState.RUNNING, TrialState.COMPLETE))) == 2
 
 
 def test_workers_with_the_same_sampler_seed_propose_different_trials(tmp_path):

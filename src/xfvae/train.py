@@ -26,6 +26,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from xfvae import CONF_DIR
 from xfvae.data.fingerprint import data_fingerprint
+from xfvae.runs.allocator import keep_freed_memory
 from xfvae.runs.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
 from xfvae.runs.provenance import CONFIG_HASH_SCHEME, config_hash, git_commit, machine, peak_rss_mb
 from xfvae.runs.rundir import RunDir
@@ -309,6 +310,7 @@ def main(cfg: DictConfig) -> float:
     recorded and the sweep goes on (its summary lists it and exits non-zero), otherwise the
     process exits non-zero. A stop signal always ends the process with 128 + the signal number.
     The job's outcome goes to ``.outcomes/`` (:mod:`xfvae.runs.sweep`)."""
+    keep_freed_memory()  # no page-fault churn from large tensors freed every step
     out_dir = Path(cfg.paths.output_dir)
     try:
         started, metrics = _train(cfg)

@@ -150,14 +150,19 @@ class RatingsDataModule(pl.LightningDataModule):
             self.train_loader_factory.epoch_source = lambda: progress.processed
         return DataLoader(self.train_loader_factory, batch_size=None)
 
-    def _pairs_loader(self, part: str, size: int = 65536) -> DataLoader:
-        return DataLoader(PairChunks(*self.pairs(part), size=size), batch_size=None)
+    def _pairs_loader(self, part: str, size: int = 65536, own_rng: bool = False) -> DataLoader:
+        # Every iterator over a DataLoader draws a base seed from its generator, the global torch
+        # RNG when it has none. The optional test loaders get their own generator: whether a run
+        # traces or evaluates the test split must not change the random numbers training draws
+        # (dropout, Gibbs sampling), or a tuning trial (no test) would not replay in its final run.
+        gen = torch.Generator().manual_seed(self.seed) if own_rng else None
+        return DataLoader(PairChunks(*self.pairs(part), size=size), batch_size=None, generator=gen)
 
     def val_dataloader(self) -> list[DataLoader]:
         # Index 0 selects the model (val/rmse); index 1 traces test RMSE per epoch (paper Fig. 4),
         # unless test_curve is off (tuning never touches the test split).
         loaders = [self._pairs_loader("val")]
-        return loaders + [self._pairs_loader("test")] if self.test_curve else loaders
+        return loaders + [self._pairs_loader("test", own_rng=True)] if self.test_curve else loaders
 
     def test_dataloader(self) -> DataLoader:
-        return self._pairs_loader("test")
+        return self._pairs_loader("test", own_rng=True)

@@ -20,6 +20,9 @@ def main(argv: list[str]) -> int:
         )
         return 0
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
+    from xfvae.runs.allocator import keep_freed_memory
+
+    keep_freed_memory()  # the trials run in this process: no page-fault churn per step
     from xfvae.tune.driver import compose_tune, tune
     from xfvae.tune.space import SpaceError
     from xfvae.tune.study import TuneError

@@ -72,9 +72,7 @@ def tune(cfg: DictConfig) -> dict[str, Any]:
     ctx = make_context(cfg)
     search_study, reruns = open_studies(ctx)
     if cfg.run:
-        if OmegaConf.is_missing(cfg, "budget") or int(cfg.budget) < 1:
-            raise TuneError("budget=<n> (finished trials, the same for every model) is required")
-        search_study.set_user_attr("budget", int(cfg.budget))
+        search_study.set_user_attr("budget", int(cfg.budget))  # checked by make_context
         search(ctx, search_study)
         rerun(ctx, search_study, reruns)
     out = write_records(ctx, search_study, reruns)

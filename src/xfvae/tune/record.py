@@ -29,9 +29,10 @@ from xfvae.tune import select
 from xfvae.tune.study import FINISHED, Context, trial_config
 
 PROTOCOL = (
-    "Search trials (Optuna TPE, seeded) on seed {seed}'s validation RMSE, pruned on the validation "
-    "curve (MedianPruner); the best {top_k} distinct complete configurations re-run on seeds "
-    "{others}; kept: the lowest mean validation RMSE over seeds {all}."
+    "Search trials (the space's anchors first, then Optuna TPE, seeded) on seed {seed}'s "
+    "validation RMSE, pruned on the validation curve ({pruner} pruner; anchors never pruned); the "
+    "best {top_k} distinct complete configurations and every anchor re-run on seeds {others}; "
+    "kept: the lowest mean validation RMSE over seeds {all}."
 )
 EXTRAS_OFF = (
     " The kept configuration is re-run with its training extras off (no LR schedule, no EMA, the "
@@ -82,7 +83,7 @@ def trials_table(
     rows = []
     for t in sorted(trials, key=lambda t: t.number):
         a = t.user_attrs
-        row: dict[str, Any] = {"trial": t.number, "state": t.state.name}
+        row: dict[str, Any] = {"trial": t.number, "state": t.state.name, "anchor": a.get("anchor")}
         labels = a.get("choices", {})
         row.update({k: labels.get(k) for k in ctx.space.keys})
         per_seed = {ctx.seeds[0]: t.value if t.state == TrialState.COMPLETE else a.get("val_rmse")}
@@ -98,6 +99,7 @@ def trials_table(
             pruned_at=a.get("pruned_at"),
             duplicate_of=a.get("duplicate_of"),
             continues=a.get("continues"),
+            restarted=a.get("restarted"),
             failed=a.get("reaped") or a.get("interrupted") or a.get("error") or a.get("diverged"),
             config_hash=a.get("config_hash"),
             overrides=" ".join(a.get("overrides", [])),
@@ -111,7 +113,11 @@ def _selection(ctx: Context, res: select.Outcome) -> dict[str, Any]:
     seeds = ctx.seeds
     return {
         "protocol": (PROTOCOL + (EXTRAS_OFF if ctx.space.has_extras else "") + NEVER_TEST).format(
-            seed=seeds[0], top_k=c.selection.top_k, others=seeds[1:], all=seeds
+            seed=seeds[0],
+            top_k=c.selection.top_k,
+            others=seeds[1:],
+            all=seeds,
+            pruner=c.pruner.name,
         ),
         "seeds": seeds,
         "candidates": [
@@ -176,14 +182,16 @@ def _provenance(
             "name": "TPESampler(multivariate=True, group=True, constant_liar=True)",
             "seed": c["sampler"]["seed"],
             "n_startup_trials": c["sampler"]["n_startup_trials"],
-            "per_trial_seed": "numpy SeedSequence([sampler.seed, trial number])",
+            "per_trial_seed": "numpy SeedSequence([sampler.seed, draw index]): the trials before "
+            "it that drew values (continuations of stopped trials excluded)",
         },
-        "pruner": {"name": "MedianPruner", **c["pruner"]},
+        "pruner": c["pruner"],
+        "anchors": {a.name: {"source": a.source, "params": a.labels} for a in ctx.space.anchors},
         "selection": c["selection"],
         "hparams_search": f"conf/hparams_search/{ctx.space.name}.yaml",
         "space": ctx.space.raw,
         "trial_overrides": ctx.base,
-        "storage": _rel(ctx.storage_dir / "journal.log"),
+        "storage": _rel(ctx.journal_dir / "journal.log"),
         "tuned_config": _rel(tuned) if tuned else None,
         "git_commits": sorted(
             {t.user_attrs["git_commit"] for t in every if "git_commit" in t.user_attrs}
@@ -283,7 +291,8 @@ def _write_tuned(
         f"conf/hparams_search/{ctx.space.name}.yaml, TPE sampler seed {c.sampler.seed}; epoch cap "
         f"{c.equal.max_epochs}, early stopping patience {c.equal.patience}, min_delta "
         f"{c.equal.min_delta} (the same for every model). Selection: the top {c.selection.top_k} "
-        f"of seed {seeds[0]}'s validation RMSE re-run on seeds {', '.join(map(str, seeds[1:]))}; "
+        f"of seed {seeds[0]}'s validation RMSE and the anchors re-run on seeds "
+        f"{', '.join(map(str, seeds[1:]))}; "
         f"kept trial {chosen.number}: mean validation RMSE {res.mean(chosen.number):.4f} (seed "
         f"{seeds[0]}: {chosen.value:.4f}); without the training extras (no schedule, no EMA): "
         f"{off_text}. Records: {_rel(c.results_dir)}/; code: {', '.join(commits)}."
@@ -297,6 +306,14 @@ def _write_tuned(
     path = Path(c.tuned_dir) / str(c.data) / f"{ctx.name}.yaml"
     atomic_write_text(path, "\n".join(header) + "\n" + body)
     return path
+
+
+def _pruner_text(p: DictConfig) -> str:
+    if p.name == "successive_halving":
+        return f"successive-halving pruner (first rung {p.min_resource} epochs, eta {p.reduction_factor})"
+    if p.name == "median":
+        return f"median pruner after {p.n_startup_trials} trials, {p.n_warmup_steps} warm-up epochs"
+    return "no pruning"
 
 
 def _fmt(v: Any) -> str:
@@ -322,8 +339,9 @@ def _summary(
         f"({n['COMPLETE']} complete, {n['PRUNED']} pruned; {n['FAIL']} failed, not counted). "
         f"Space: `{prov['hparams_search']}`; epoch cap {c.equal.max_epochs}, early stopping "
         f"patience {c.equal.patience} (min_delta {c.equal.min_delta}); TPE sampler seed "
-        f"{c.sampler.seed}; MedianPruner after "
-        f"{c.pruner.n_startup_trials} trials, {c.pruner.n_warmup_steps} warm-up epochs.",
+        f"{c.sampler.seed}; {_pruner_text(c.pruner)}; anchors (tried first, never pruned): "
+        + ", ".join(f"{a.name} ({a.source})" for a in ctx.space.anchors)
+        + ".",
         "",
         f"Protocol: {selection['protocol']}",
         "",

@@ -21,6 +21,12 @@ and optionally
 
 A space file may include others through its defaults list (``- extras``): their params come
 first, in order.
+
+A space also names its ``anchors``: configurations every study tries first (Optuna's
+``enqueue_trial``, counted within the budget and never pruned), so that a kept configuration is
+never worse on validation than the recipe it replaces. Each is ``<name>: {source: <where the values
+come from>, params: {<key>: <label>, ...}}`` giving a label inside the space for every key the
+configuration uses (docs/tuning_protocol.md lists them).
 """
 
 from __future__ import annotations
@@ -86,12 +92,20 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Anchor:
+    name: str
+    source: str
+    labels: dict[str, Any]  # by key, in the space's order (inactive keys absent)
+
+
+@dataclass(frozen=True)
 class Space:
     """A loaded, validated search space for one model (its batch kind already applied)."""
 
     name: str
     params: tuple[Param, ...]
     raw: dict[str, Any]  # the resolved ``params`` mapping, as recorded in the study
+    anchors: tuple[Anchor, ...] = ()
 
     @property
     def keys(self) -> list[str]:
@@ -123,6 +137,16 @@ class Space:
                 values[p.key] = label
             labels[p.key] = label
         return labels
+
+    def optuna_params(self, labels: Mapping[str, Any]) -> dict[str, Any]:
+        """The Optuna parameters (name -> label) that :meth:`sample` records for these labels:
+        what ``enqueue_trial`` needs to replay them."""
+        out: dict[str, Any] = {}
+        values = self.values(labels)
+        for p in self.params:
+            if p.key in values:
+                out[p.name(values)] = labels[p.key]
+        return out
 
     def values(self, labels: Mapping[str, Any]) -> dict[str, Any]:
         """Override values by key for the given labels (inactive keys dropped)."""
@@ -170,7 +194,45 @@ def load_space(cfg: DictConfig | Mapping[str, Any], name: str, batch_kind: str) 
                 raw[key]["choices"] = spec["choices_by_batch_kind"][batch_kind]
     if not params:
         raise SpaceError(f"{where}: no parameters to search")
-    return Space(name, tuple(params), raw)
+    space = Space(name, tuple(params), raw)
+    anchors = tuple(_anchor(where, space, k, v) for k, v in (node.get("anchors") or {}).items())
+    return Space(name, space.params, raw, anchors)
+
+
+def _anchor(where: str, space: Space, name: str, spec: Any) -> Anchor:
+    """An anchor whose labels all lie inside the space and cover exactly its active keys."""
+
+    def fail(msg: str) -> SpaceError:
+        return SpaceError(f"{where}: anchors.{name}: {msg}")
+
+    if not isinstance(spec, dict) or set(spec) != {"source", "params"}:
+        raise fail("write {source: <paper or file the values come from>, params: {key: label}}")
+    given = dict(spec["params"] or {})
+    unknown = sorted(set(given) - set(space.keys))
+    if unknown:
+        raise fail(f"{unknown} are not keys of this space (keys: {space.keys})")
+    labels: dict[str, Any] = {}
+    values: dict[str, Any] = {}
+    for p in space.params:
+        if not p.active(labels):
+            if p.key in given:
+                raise fail(f"{p.key} is unused here ({p.when} does not hold): drop it")
+            continue
+        if p.key not in given:
+            raise fail(f"gives no value for {p.key}; every key the configuration uses needs one")
+        label = given[p.key]
+        if p.choices is not None:
+            allowed = p.allowed(values)
+            if label not in allowed:
+                raise fail(f"{p.key}={label!r} is not among its choices here {list(allowed)}")
+            values[p.key] = allowed[label]
+        else:
+            ok = isinstance(label, int | float) and not isinstance(label, bool)
+            if not ok or not p.low <= label <= p.high or (p.is_int and label != int(label)):
+                raise fail(f"{p.key}={label!r} is outside its range [{p.low}, {p.high}]")
+            values[p.key] = label
+        labels[p.key] = label
+    return Anchor(name, str(spec["source"]), labels)
 
 
 def _param(

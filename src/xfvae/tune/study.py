@@ -4,7 +4,8 @@ steps that must not interleave (counting trials and starting one), and the owner
 every running trial, so that a trial whose process died is marked failed and never blocks or
 counts. Running the trials is :mod:`xfvae.tune.trials`.
 
-Two Optuna studies live in ``<storage_dir>/journal.log``: ``<study>`` (the search trials, seed 0,
+Two Optuna studies live in ``<results_dir>/journal.log`` (committed with the records, so a study
+started on one machine continues on another; the trials' run folders stay in ``storage_dir``): ``<study>`` (the search trials, seed 0,
 pruned on the validation curve) and ``<study>.reruns`` (the selection's fixed jobs: the top
 configurations on more seeds, then the chosen one with its training extras off), queued with
 ``enqueue_trial`` so that each job runs once whichever worker takes it.
@@ -63,7 +64,8 @@ class Context:
     space: Space
     base: list[str]  # train overrides shared by every trial (model, data, the command's extras)
     storage: JournalStorage
-    storage_dir: Path
+    storage_dir: Path  # the trials' run folders (checkpoints: not committed)
+    journal_dir: Path  # journal.log and the tuner's lock (committed with the records)
 
     @property
     def name(self) -> str:
@@ -81,6 +83,7 @@ class Context:
             "data": c["data"],
             "hparams_search": self.space.name,
             "space": self.space.raw,
+            "anchors": {a.name: a.labels for a in self.space.anchors},
             "trial_overrides": self.base,
             "seed": c["seed"],
             "equal": c["equal"],
@@ -106,10 +109,29 @@ def make_context(cfg: DictConfig) -> Context:
     kind = get_class(train_cfg.model.net._target_).batch_kind
     space = load_space(cfg.hparams_search, name, kind)
     _check_space(space, train_cfg, base, name)
-    storage_dir = Path(cfg.storage_dir)
-    storage_dir.mkdir(parents=True, exist_ok=True)
-    storage = JournalStorage(JournalFileBackend(str(storage_dir / JOURNAL)))
-    return Context(cfg, space, base, storage, storage_dir)
+    if cfg.run:
+        check_budget(cfg, space)
+    storage_dir, journal_dir = Path(cfg.storage_dir), Path(cfg.results_dir)
+    journal_dir.mkdir(parents=True, exist_ok=True)
+    storage = JournalStorage(JournalFileBackend(str(journal_dir / JOURNAL)))
+    return Context(cfg, space, base, storage, storage_dir, journal_dir)
+
+
+def check_budget(cfg: DictConfig, space: Space) -> int:
+    """``budget``: a whole number of finished search trials, at least the space's anchors (which
+    count within it). Checked before anything is written."""
+    need = max(1, len(space.anchors))
+    what = (
+        f"a whole number of finished search trials >= {need} (the same for every model; "
+        f"the {len(space.anchors)} anchors of conf/hparams_search/{space.name}.yaml count within it)"
+    )
+    if OmegaConf.is_missing(cfg, "budget"):
+        raise TuneError(f"budget=<n> is required: {what}")
+    b = cfg.budget
+    if isinstance(b, bool) or not isinstance(b, int) or b < need:
+        shown = str(b).lower() if isinstance(b, bool) else b
+        raise TuneError(f"budget={shown}: the budget must be {what}")
+    return int(b)
 
 
 def _check_space(space: Space, train_cfg: DictConfig, base: list[str], name: str) -> None:
@@ -160,7 +182,7 @@ def trial_config(ctx: Context, params: list[str], seed: int, out_dir: Path) -> D
 @contextlib.contextmanager
 def locked(ctx: Context) -> Iterator[None]:
     """The tuner's own lock (``tuner.lock`` beside the journal): count-then-start is atomic."""
-    lock = JournalFileSymlinkLock(str(ctx.storage_dir / "tuner"), grace_period=30)
+    lock = JournalFileSymlinkLock(str(ctx.journal_dir / "tuner"), grace_period=30)
     lock.acquire()
     try:
         yield
@@ -209,16 +231,19 @@ def reap(ctx: Context, study: optuna.Study) -> None:
 
 
 class TrialSeededTPE(optuna.samplers.BaseSampler):
-    """TPE whose random draws for trial n are seeded from (seed, n): the storage numbers trials
-    uniquely, so two workers started at the same moment never propose the same values, and a
-    study run again from scratch proposes the same sequence."""
+    """TPE whose random draws for a trial are seeded from (seed, its draw index): the number of
+    earlier trials that drew values (anchors included; continuations of stopped trials, which
+    repeat their values, and trials stopped before drawing excluded). So two workers started at
+    the same moment never propose the same values, a study run again from scratch proposes the
+    same sequence, and an interrupted, continued study tries the configurations of an
+    uninterrupted one in the same order."""
 
     def __init__(self, seed: int, n_startup_trials: int):
         self.seed, self.n_startup_trials = int(seed), int(n_startup_trials)
         self._tpe = self._make(0)
 
-    def _make(self, number: int) -> optuna.samplers.TPESampler:
-        seed = int(np.random.SeedSequence([self.seed, number]).generate_state(1)[0])
+    def _make(self, index: int) -> optuna.samplers.TPESampler:
+        seed = int(np.random.SeedSequence([self.seed, index]).generate_state(1)[0])
         # multivariate + group: one joint model per group of parameters that occur together
         # (the conditional parameters of the spaces); constant liar: running trials count as bad
         return optuna.samplers.TPESampler(
@@ -231,7 +256,7 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
         )
 
     def before_trial(self, study, trial):
-        self._tpe = self._make(trial.number)
+        self._tpe = self._make(draw_index(study.get_trials(deepcopy=False), trial.number))
         self._tpe.before_trial(study, trial)
 
     def infer_relative_search_space(self, study, trial):
@@ -247,14 +272,37 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
         self._tpe.after_trial(study, trial, state, values)
 
 
+def draw_index(trials: list[FrozenTrial], number: int) -> int:
+    """How many trials before trial ``number`` drew their values (see :class:`TrialSeededTPE`)."""
+    return sum(
+        t.number < number
+        and "continues" not in t.user_attrs
+        and not (t.state == TrialState.FAIL and "choices" not in t.user_attrs)
+        for t in trials
+    )
+
+
+def make_pruner(c: DictConfig) -> optuna.pruners.BasePruner:
+    """The pruner on the validation curve, the same for every model (conf/tune.yaml ``pruner``)."""
+    if c.name == "successive_halving":  # rungs at min_resource * eta^k epochs after any warm-up
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=int(c.min_resource), reduction_factor=int(c.reduction_factor)
+        )
+    if c.name == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=int(c.n_startup_trials), n_warmup_steps=int(c.n_warmup_steps)
+        )
+    if c.name == "none":
+        return optuna.pruners.NopPruner()
+    raise TuneError(f"pruner.name={c.name!r}: one of successive_halving, median, none")
+
+
 def open_studies(ctx: Context) -> tuple[optuna.Study, optuna.Study]:
     """The search and rerun studies (created on first use; refused if the folder holds a study
     with other settings)."""
     c = ctx.cfg
     sampler = TrialSeededTPE(c.sampler.seed, c.sampler.n_startup_trials)
-    pruner = optuna.pruners.MedianPruner(
-        n_startup_trials=int(c.pruner.n_startup_trials), n_warmup_steps=int(c.pruner.n_warmup_steps)
-    )
+    pruner = make_pruner(c.pruner)
     identity = ctx.identity()
     with locked(ctx):
         search = optuna.create_study(
@@ -279,9 +327,9 @@ def open_studies(ctx: Context) -> tuple[optuna.Study, optuna.Study]:
         elif config_hash(stored) != config_hash(identity):
             diff = sorted(k for k in identity if stored.get(k) != identity[k])
             raise TuneError(
-                f"{ctx.storage_dir / JOURNAL}: study {ctx.name!r} was started with other settings "
+                f"{ctx.journal_dir / JOURNAL}: study {ctx.name!r} was started with other settings "
                 f"({', '.join(diff)} differ); run it with the same ones, or start another study "
-                "(study=<name> or storage_dir=<folder>)"
+                "(study=<name> or results_dir=<folder>)"
             )
         host = platform.node()
         if f"machine:{host}" not in search.user_attrs:

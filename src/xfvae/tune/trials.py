@@ -4,14 +4,21 @@ it). A trial records its owner, heartbeat, overrides, run folder and outcome as 
 
 A search trial stopped from outside (a stop signal, or its process found dead) is not a verdict
 on its configuration: it is failed (it does not count) and queued again with the same values and
-run folder, so the next worker resumes it from ``checkpoints/last.ckpt`` with its pruning curve.
-A trial that raised (``error``) or diverged is not queued again."""
+run folder, so the next worker resumes it from ``checkpoints/last.ckpt`` with its pruning curve;
+where that checkpoint is gone (the study continued on another machine from its committed journal)
+it trains again from epoch 0 and records ``restarted``. A trial that raised (``error``) or
+diverged is not queued again. Run folders are recorded relative to ``storage_dir``.
+
+The space's anchors are queued before the first trial (in their order; they count within the
+budget and are never pruned, so each reaches the selection with its full value)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
+import os
+import platform
 import shutil
 import time
 from pathlib import Path
@@ -26,7 +33,16 @@ from xfvae.train import train
 from xfvae.training.callbacks import warmup_epochs
 from xfvae.training.task import NonFiniteLossError
 from xfvae.tune import select
-from xfvae.tune.study import FINISHED, Context, TuneError, locked, owner, reap, trial_config
+from xfvae.tune.study import (
+    FINISHED,
+    Context,
+    TuneError,
+    is_dead,
+    locked,
+    owner,
+    reap,
+    trial_config,
+)
 
 log = logging.getLogger(__name__)
 #: A trial that raises is marked failed (it does not count) and the study goes on; this many
@@ -62,8 +78,9 @@ class _Failures:
 
 
 class TrialReporter(pl.Callback):
-    """Reports each epoch's validation RMSE to the trial (the pruner's curve), stops a trial the
-    pruner finds hopeless, and keeps the trial's heartbeat fresh."""
+    """Reports each epoch's validation RMSE to the trial (the pruner's curve, recorded in the
+    journal), stops a trial the pruner finds hopeless (if ``prune``), and keeps the trial's
+    heartbeat fresh."""
 
     def __init__(self, trial: optuna.Trial, prune: bool):
         self.trial, self.prune = trial, prune
@@ -79,10 +96,12 @@ class TrialReporter(pl.Callback):
         value = trainer.callback_metrics.get("val/rmse")
         if trainer.current_epoch < warmup_epochs(pl_module):
             return  # a warm-up epoch (BPMF's burn-in) is no evidence against the trial
-        if not self.prune or value is None or not math.isfinite(float(value)):
+        if value is None or not math.isfinite(float(value)):
             return  # early stopping (check_finite) ends a diverged run
-        self.trial.report(float(value), step=trainer.current_epoch)
-        if self.trial.should_prune():
+        self.trial.report(float(value), step=trainer.current_epoch)  # the curve, also unpruned
+        # asked also when not pruning: a successive-halving pruner records the trial's rung here,
+        # so an anchor's curve informs the pruning of the others
+        if self.trial.should_prune() and self.prune:
             self.pruned_at = trainer.current_epoch
             trainer.should_stop = True
 
@@ -100,7 +119,7 @@ def _fit(ctx: Context, trial: optuna.Trial, params: list[str], seed: int, out: P
     cfg = trial_config(ctx, params, seed, out)
     trial.set_user_attr("config_hash", config_hash(cfg))
     trial.set_user_attr("git_commit", git_commit())
-    trial.set_user_attr("run_dir", str(out))
+    trial.set_user_attr("run_dir", _relative(ctx, out))
     reporter = TrialReporter(trial, prune)
     try:
         metrics = train(cfg, callbacks=[reporter])
@@ -122,6 +141,24 @@ def _run_dir(ctx: Context, number: int) -> Path:
     return ctx.storage_dir / "runs" / str(number)
 
 
+def _relative(ctx: Context, path: Path) -> str:
+    """A run folder as recorded: relative to ``storage_dir``, so the journal moves with a clone."""
+    return (
+        str(path.relative_to(ctx.storage_dir))
+        if path.is_relative_to(ctx.storage_dir)
+        else str(path)
+    )
+
+
+def queue_anchors(ctx: Context, study: optuna.Study) -> None:
+    """Queue the space's anchors once, before any other trial (call under :func:`locked`)."""
+    if "anchors" in study.user_attrs:
+        return
+    for a in ctx.space.anchors:
+        study.enqueue_trial(ctx.space.optuna_params(a.labels), user_attrs={"anchor": a.name})
+    study.set_user_attr("anchors", [a.name for a in ctx.space.anchors])
+
+
 def queue_stopped(ctx: Context, study: optuna.Study) -> None:
     """Queue every stopped, not yet continued search trial again (call under :func:`locked`)."""
     trials = study.get_trials(deepcopy=False)
@@ -136,8 +173,11 @@ def queue_stopped(ctx: Context, study: optuna.Study) -> None:
             or "diverged" in a
         ):
             continue
-        run_dir = a.get("resume_dir", a.get("run_dir", str(_run_dir(ctx, t.number))))
-        study.enqueue_trial(t.params, user_attrs={"continues": t.number, "resume_dir": run_dir})
+        run_dir = a.get("resume_dir", a.get("run_dir", _relative(ctx, _run_dir(ctx, t.number))))
+        again = {"continues": t.number, "resume_dir": run_dir}
+        if "anchor" in a:
+            again["anchor"] = a["anchor"]
+        study.enqueue_trial(t.params, user_attrs=again)
         log.info(
             "%s trial %d was stopped: queued again to resume from %s", ctx.name, t.number, run_dir
         )
@@ -162,11 +202,18 @@ def run_search_trial(ctx: Context, study: optuna.Study, trial: optuna.Trial) -> 
     out = _run_dir(ctx, trial.number)
     stopped = trial.user_attrs.get("continues")
     if stopped is not None:  # resume the stopped trial's run; its curve so far is the pruner's
-        out = Path(trial.user_attrs["resume_dir"])
-        curve = study.get_trials(deepcopy=False)[stopped].intermediate_values
-        for step, v in sorted(curve.items()):
-            trial.report(v, step)
-    metrics, reporter = _fit(ctx, trial, params, int(ctx.cfg.seed), out, True)
+        out = ctx.storage_dir / trial.user_attrs["resume_dir"]
+        if (out / "checkpoints" / "last.ckpt").is_file():
+            curve = study.get_trials(deepcopy=False)[stopped].intermediate_values
+            for step, v in sorted(curve.items()):
+                trial.report(v, step)
+        else:  # e.g. continued on another machine: no checkpoint came with the journal
+            why = f"no checkpoint in {trial.user_attrs['resume_dir']}: trained again from epoch 0"
+            trial.set_user_attr("restarted", why)
+            log.warning("%s trial %d (continues %d): %s", ctx.name, trial.number, stopped, why)
+            shutil.rmtree(out, ignore_errors=True)  # the stopped trial's own, partial folder
+    prune = "anchor" not in trial.user_attrs  # an anchor's full value reaches the selection
+    metrics, reporter = _fit(ctx, trial, params, int(ctx.cfg.seed), out, prune)
     if metrics is None or reporter.pruned_at is not None:
         if reporter.pruned_at is not None:
             trial.set_user_attr("pruned_at", reporter.pruned_at)
@@ -205,6 +252,9 @@ def search(ctx: Context, search_study: optuna.Study) -> None:
     budget = int(ctx.cfg.budget)
     said = None
     attempt = _Failures("search trial")
+    with locked(ctx):
+        check_cores(ctx, search_study)
+        queue_anchors(ctx, search_study)
     while True:
         with locked(ctx):
             reap(ctx, search_study)
@@ -222,6 +272,30 @@ def search(ctx: Context, search_study: optuna.Study) -> None:
             time.sleep(float(ctx.cfg.poll_s))
             continue
         attempt(trial, run_search_trial, ctx, search_study, trial)
+
+
+def check_cores(ctx: Context, study: optuna.Study) -> None:
+    """Refuse a worker that would make this host's tuning workers, times torch's threads each,
+    exceed its cores (several workers on one study share them), unless ``oversubscribe=true``."""
+    import torch
+
+    host, me = platform.node(), os.getpid()
+    others = {
+        t.user_attrs["pid"]
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.user_attrs.get("host") == host
+        and t.user_attrs.get("pid") != me
+        and is_dead(t, 0) is None
+    }
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = torch.get_num_threads()
+    if (len(others) + 1) * threads > (cores or 1) and not ctx.cfg.oversubscribe:
+        raise TuneError(
+            f"{len(others)} other worker(s) of study {ctx.name!r} run on this host, each trial "
+            f"with {threads} torch thread(s): one more would need {(len(others) + 1) * threads} "
+            f"of its {cores} cores. Wait for them, run with fewer threads (OMP_NUM_THREADS=1), "
+            "or pass oversubscribe=true to share the cores anyway"
+        )
 
 
 def rerun(ctx: Context, search_study: optuna.Study, reruns: optuna.Study) -> None:
