@@ -23,6 +23,9 @@ def main(argv: list[str]) -> int:
     from xfvae.runs.allocator import keep_freed_memory
 
     keep_freed_memory()  # the trials run in this process: no page-fault churn per step
+    from xfvae.training.quiet import quiet_third_party
+
+    quiet_third_party()  # trials run in-process, outside Hydra's job callbacks
     from xfvae.tune.driver import compose_tune, tune
     from xfvae.tune.space import SpaceError
     from xfvae.tune.study import TuneError
