@@ -189,7 +189,8 @@ def test_git_commit_is_dirty_for_code_changes_not_for_regenerated_results(tmp_pa
         cmd = ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args]
         return subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, text=True).stdout
 
-    for rel in ("src/model.py", "results/table3/t.md", "benchmarks/results/b.json"):
+    outputs = ("results/table3/t.md", "benchmarks/results/b.json", "conf/tuned/d/m.yaml")
+    for rel in ("src/model.py", "conf/model/m.yaml", *outputs):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("v1\n")
     git("init", "-q")
@@ -198,8 +199,11 @@ def test_git_commit_is_dirty_for_code_changes_not_for_regenerated_results(tmp_pa
     head = git("rev-parse", "HEAD").strip()
     monkeypatch.setattr(prov, "REPO_ROOT", tmp_path)
     assert prov.git_commit() == head
-    (tmp_path / "results/table3/t.md").write_text("v2\n")
-    (tmp_path / "benchmarks/results/b.json").write_text("v2\n")
+    for rel in outputs:  # what reproduce-* and the tuner write
+        (tmp_path / rel).write_text("v2\n")
     assert prov.git_commit() == head
+    (tmp_path / "conf/model/m.yaml").write_text("v2\n")  # a config edit is code
+    assert prov.git_commit() == head + "-dirty"
+    (tmp_path / "conf/model/m.yaml").write_text("v1\n")
     (tmp_path / "src/model.py").write_text("v2\n")
     assert prov.git_commit() == head + "-dirty"
