@@ -124,5 +124,5 @@ report: install ## collect runs under logs/ and write stats (all models, top 4),
 figures: install ## every table and figure again from the committed results/, no training (seconds)
 	$(BIN)/python experiments/figures.py
 
-clean-logs: ## delete logs/ (every run directory, checkpoint and tuning journal)
+clean-logs: ## delete logs/ (run directories and checkpoints; tuning journals live in results/tuning)
 	rm -rf logs
