@@ -77,7 +77,9 @@ train_sweep() {
   # for its own jobs on the cluster).
   local limit=$JOBS
   [ -n "$LAUNCHER" ] && limit=1000000
-  while [ "$(running_sweeps)" -ge "$limit" ]; do wait -n "${PIDS[@]}"; done
+  # (wait -n on the running ones only: a sweep reaped earlier is "no such job" to it; its status
+  # stays for wait_sweeps)
+  while [ "$(running_sweeps)" -ge "$limit" ]; do wait -n $(running_pids) 2>/dev/null; done
   $PY -m xfvae.train "${args[@]}" > "$RUNS/$name.out" 2>&1 &
   PIDS+=($!); NAMES+=("$name")
   echo "started $name (log $RUNS/$name.out)"
@@ -86,9 +88,13 @@ train_sweep() {
 # running_sweeps: how many of the sweeps started here have not been waited for (the progress
 # watcher, also a background job, is not one of them)
 running_sweeps() {
-  local n=0 p
-  for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done
-  echo "$n"
+  running_pids | wc -w
+}
+
+# running_pids: the sweeps started here that are still running
+running_pids() {
+  local p
+  for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && echo "$p"; done
 }
 
 # sweep_size OVERRIDES...: the jobs of one multirun, the product of its comma-separated values
