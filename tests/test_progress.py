@@ -74,6 +74,7 @@ def test_an_experiment_script_plans_its_jobs_and_reports_progress(tmp_path):
         sweeps() {{
           train_sweep d1/a 'seed${{seed}}' model=mf
           train_sweep d1/b 'seed${{seed}}' model=mf data.split.train_frac=0.01,0.1
+          train_sweep d1/c 'seed${{seed}}' model=mf
         }}
         run_sweeps sweeps
         finish
@@ -84,15 +85,17 @@ def test_an_experiment_script_plans_its_jobs_and_reports_progress(tmp_path):
     )  # fmt: skip
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
-    assert "fake: 9 runs planned" in text, text  # 3 seeds + 3 seeds x 2 fractions
+    assert "fake: 12 runs planned" in text, text  # 3 seeds + 3 seeds x 2 fractions + 3 seeds
+    assert "no such job" not in text, text  # the third sweep waits on running sweeps only
     # JOBS=1 counts sweeps only (the watcher is a background job too): one after the other
-    a, b = (read_outcomes(runs / "d1" / name) for name in ("a", "b"))
+    a, b, c = (read_outcomes(runs / "d1" / name) for name in ("a", "b", "c"))
     assert max(r["at"] for r in a) < min(r["at"] for r in b)
-    assert "progress: 0/9 runs finished" in text
+    assert max(r["at"] for r in b) < min(r["at"] for r in c)
+    assert "progress: 0/12 runs finished" in text
     # the fake writes 3 outcomes per sweep; the second sweep is counted as 3 of its 6
-    assert "progress: 6/9 runs finished" in text, text
+    assert "progress: 6/12 runs finished" in text, text
     log = (runs / "progress.log").read_text()
-    assert "progress: 6/9 runs finished" in log and "0 failed" in log
+    assert "progress: 6/12 runs finished" in log and "0 failed" in log
 
 
 def test_a_tuning_study_is_followed_in_its_journal(tmp_path):
