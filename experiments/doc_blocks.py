@@ -183,6 +183,11 @@ def defaults(root: Path = ROOT) -> str:
 
 
 def _study_row(name: str, folder: Path) -> str:
+    if not (folder / "provenance.json").is_file():  # a journal whose records were not written yet
+        return (
+            f"| `{name}` | started, no records yet (`python -m xfvae.tune model={name} "
+            f"data={DATA} budget=<n> run=false` writes them) | | | | | | |"
+        )
     prov = json.loads((folder / "provenance.json").read_text())
     sel_path = folder / "selection.json"
     sel = json.loads(sel_path.read_text()) if sel_path.is_file() else {}
