@@ -125,9 +125,8 @@ def test_generated_blocks_equal_what_make_figures_writes():
 
 def test_a_generated_block_that_drifts_is_found(tmp_path):
     text = (ROOT / "README.md").read_text()
-    drifted = text.replace(
-        "| cross-feedback VAE | default | 0.908", "| cross-feedback VAE | default | 0.901"
-    )
+    row = next(line for line in text.splitlines() if line.startswith("| cross-feedback VAE |"))
+    drifted = text.replace(row, row.replace("| 0.", "| 1.", 1))  # a hand edit of the snapshot
     assert drifted != text
     assert doc_blocks.render(drifted) == text
 
