@@ -186,7 +186,7 @@ def _study_row(name: str, folder: Path) -> str:
     if not (folder / "provenance.json").is_file():  # a journal whose records were not written yet
         return (
             f"| `{name}` | started, no records yet (`python -m xfvae.tune model={name} "
-            f"data={DATA} budget=<n> run=false` writes them) | | | | | | |"
+            f"data={DATA} budget=<n> run=false` writes them) | | | | | | | |"
         )
     prov = json.loads((folder / "provenance.json").read_text())
     sel_path = folder / "selection.json"
@@ -204,16 +204,43 @@ def _study_row(name: str, folder: Path) -> str:
     else:
         without = f"{off['mean']:.4f}"
     waiting = int(states.get("WAITING", 0))
+    stopped = int(_stopped(trials).sum())
     counts = (
         f"{int(states.get('COMPLETE', 0))} / {int(states.get('PRUNED', 0))} / "
-        f"{int(states.get('FAIL', 0))}" + (f" (+{waiting} waiting)" if waiting else "")
+        f"{int(states.get('FAIL', 0)) - stopped}"
+        + (f" (+{stopped} stopped, continued)" if stopped else "")
+        + (f" (+{waiting} waiting)" if waiting else "")
     )
     best_text = f"{best:.4f}" if best == best else "—"
     minutes = prov.get("trial_seconds", trials["seconds"].sum()) / 60
     return (
         f"| `{name}` | {prov.get('status', '?')} | {prov.get('budget', '?')} | {counts} "
-        f"| {best_text} | {kept} | {without} | {minutes:.0f} min |"
+        f"| {best_text} | {_best_anchor(trials, sel)} | {kept} | {without} | {minutes:.0f} min |"
     )
+
+
+def _stopped(trials: pd.DataFrame) -> pd.Series:
+    """FAIL trials that a stop signal ended or a dead worker left (reaped), not errors: the
+    tuner continues them as new trials (``continues``), so they are no failure of the model."""
+    why = trials["failed"].astype("string").fillna("")
+    continued = trials["trial"].isin(pd.to_numeric(trials["continues"], errors="coerce"))
+    interrupted = why.str.contains("Interrupt|SystemExit|heartbeat|process", regex=True)
+    return (trials["state"] == "FAIL") & (continued | interrupted)
+
+
+def _best_anchor(trials: pd.DataFrame, sel: dict) -> str:
+    """The best anchor's mean validation RMSE over the selection seeds (anchors are always
+    re-run on them), with its name; "—" before the selection ran."""
+    anchors = dict(zip(trials["trial"], trials["anchor"].astype("string")))
+    means = [
+        (c["mean"], anchors[c["trial"]])
+        for c in sel.get("candidates", [])
+        if c.get("mean") is not None and pd.notna(anchors.get(c["trial"]))
+    ]
+    if not means:
+        return "—"
+    mean, label = min(means)
+    return f"{mean:.4f} ({label})"
 
 
 def tuning(root: Path = ROOT) -> str:
@@ -221,8 +248,9 @@ def tuning(root: Path = ROOT) -> str:
     base = root / "results" / "tuning" / DATA
     lines = [
         "| study | status | budget | trials: complete / pruned / failed | best val RMSE, seed 0 "
-        "| kept: mean val RMSE, seeds 0-2 | kept without extras (mean) | trial time (summed) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| best anchor: mean val RMSE, seeds 0-2 | kept: mean val RMSE, seeds 0-2 "
+        "| kept without extras (mean) | trial time (summed) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     names = [s for s in STUDIES if (base / s).is_dir()]
     names += sorted(p.name for p in base.iterdir() if p.is_dir() and p.name not in STUDIES)

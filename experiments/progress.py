@@ -36,6 +36,7 @@ class Progress:
     skipped: int
     elapsed_s: float
     unit: str = "runs"
+    stopped: int = 0  # trials a stop signal ended (the tuner continues them): not failures
 
     @property
     def remaining_s(self) -> float | None:
@@ -52,9 +53,10 @@ class Progress:
         eta = self.remaining_s
         left = "unknown until a run finishes" if eta is None else f"about {clock(eta)}"
         skipped = f" ({self.skipped} skipped as complete)" if self.unit == "runs" else ""
+        stopped = f", {self.stopped} stopped and continued" if self.stopped else ""
         return (
             f"progress: {self.finished}/{self.total} {self.unit} finished{skipped}, "
-            f"{self.failed} failed, elapsed {clock(self.elapsed_s)}, left {left}"
+            f"{self.failed} failed{stopped}, elapsed {clock(self.elapsed_s)}, left {left}"
         )
 
 
@@ -77,7 +79,8 @@ def measure(roots: Sequence[str | Path], total: int, since: str, started: float)
 
 def measure_study(journal: Path, study: str, total: int, started: float) -> Progress:
     """A tuning study's search trials in its Optuna journal: finished = complete + pruned (what the
-    budget counts), failed ones apart; nothing yet while the journal does not exist."""
+    budget counts), failed ones apart and stopped ones (a stop signal or a dead worker; the tuner
+    continues them) apart from those; nothing yet while the journal does not exist."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -94,7 +97,12 @@ def measure_study(journal: Path, study: str, total: int, started: float) -> Prog
         trials = []
     states = [t.state.name for t in trials]
     finished = states.count("COMPLETE") + states.count("PRUNED")
-    return Progress(total, finished, states.count("FAIL"), 0, elapsed, unit)
+    stopped = sum(
+        t.state.name == "FAIL" and ("interrupted" in t.user_attrs or "reaped" in t.user_attrs)
+        for t in trials
+    )
+    failed = states.count("FAIL") - stopped
+    return Progress(total, finished, failed, 0, elapsed, unit, stopped)
 
 
 def watch(

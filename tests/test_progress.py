@@ -114,6 +114,10 @@ def test_a_tuning_study_is_followed_in_its_journal(tmp_path):
             study.tell(trial, 0.9)
         else:
             study.tell(trial, state=getattr(optuna.trial.TrialState, state))
+    stopped = study.ask()  # a stop signal ended it; the tuner continues it as a new trial
+    stopped.set_user_attr("interrupted", "RunInterrupted('received SIGTERM')")
+    study.tell(stopped, state=optuna.trial.TrialState.FAIL)
     study.ask()  # running: not finished
     state = progress.measure_study(journal, "mf", 20, started=0.0)
-    assert (state.total, state.finished, state.failed) == (20, 3, 1)
+    assert (state.total, state.finished, state.failed, state.stopped) == (20, 3, 1, 1)
+    assert "1 failed, 1 stopped and continued" in state.line()
