@@ -1,6 +1,6 @@
 """System-time share and seconds per epoch with and without the entry point's allocator setting.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/allocator_churn.py [case ...]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/allocator_churn.py [case[:epochs] ...]
 
 Each case runs ``python -m xfvae.train <overrides>`` twice, one after the other, as a child
 process: "before" with :func:`xfvae.runs.allocator.keep_freed_memory` replaced by a no-op (glibc's
@@ -84,8 +84,10 @@ def run(mode: str, overrides: list[str], epochs: int, out: Path) -> dict:
 def main() -> None:
     names = sys.argv[1:] or list(CASES)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
+        for arg in names:  # "case" or "case:epochs" (more epochs dilute start-up's system time)
+            name, _, n = arg.partition(":")
             overrides, epochs = CASES[name]
+            epochs = int(n) if n else epochs
             print(f"{name}: python -m xfvae.train {' '.join(overrides)} model.max_epochs={epochs}")
             rows = [
                 run(m, overrides, epochs, Path(tmp) / f"{name}-{m}") for m in ("before", "after")
