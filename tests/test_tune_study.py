@@ -236,6 +236,8 @@ def test_a_stopped_trial_resumes_from_its_checkpoint_with_its_curve(tmp_path, mo
     table = pd.read_csv(tmp_path / "results/trials.csv").set_index("trial")
     assert table.loc[2, "continues"] == 0 and "SIGTERM" in table.loc[0, "failed"]
     assert table.loc[2, "anchor"] == "default" and table.restarted.isna().all()
+    summary = (tmp_path / "results/summary.md").read_text()
+    assert "0 failed, 1 stopped by a signal and continued as a new trial" in summary
 
 
 def test_a_trial_that_raised_is_not_queued_again(tmp_path):

@@ -176,6 +176,12 @@ def _provenance(
         "budget": budget,
         "budget_rule": "finished (complete + pruned) search trials; failed ones do not count",
         "trials": {s: states.count(s) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")},
+        # of the FAIL ones: ended by a stop signal (session end, Ctrl-C) or a dead worker,
+        # queued again as a new trial that continues from its checkpoint; no failure of the model
+        "stopped": sum(
+            t.state.name == "FAIL" and ("interrupted" in t.user_attrs or "reaped" in t.user_attrs)
+            for t in trials
+        ),
         "objective": f"val/rmse, seed {c['seed']} (test split never evaluated)",
         "equal": c["equal"],
         "sampler": {
@@ -322,6 +328,15 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _not_counted(prov: dict[str, Any]) -> str:
+    """The FAIL trials, split into failures and stopped trials that a later trial continued."""
+    stopped = prov.get("stopped", 0)
+    failed = prov["trials"]["FAIL"] - stopped
+    return f"{failed} failed" + (
+        f", {stopped} stopped by a signal and continued as a new trial" if stopped else ""
+    ) + "; neither counted"
+
+
 def _summary(
     ctx: Context,
     trials: list[FrozenTrial],
@@ -336,7 +351,7 @@ def _summary(
         f"# Tuning: {ctx.name} on {c.data}",
         "",
         f"Status: **{prov['status']}**; budget {prov['budget']} finished trials "
-        f"({n['COMPLETE']} complete, {n['PRUNED']} pruned; {n['FAIL']} failed, not counted). "
+        f"({n['COMPLETE']} complete, {n['PRUNED']} pruned; {_not_counted(prov)}). "
         f"Space: `{prov['hparams_search']}`; epoch cap {c.equal.max_epochs}, early stopping "
         f"patience {c.equal.patience} (min_delta {c.equal.min_delta}); TPE sampler seed "
         f"{c.sampler.seed}; {_pruner_text(c.pruner)}; anchors (tried first, never pruned): "
