@@ -305,21 +305,19 @@ def open_studies(ctx: Context) -> tuple[optuna.Study, optuna.Study]:
     pruner = make_pruner(c.pruner)
     identity = ctx.identity()
     with locked(ctx):
-        search = optuna.create_study(
-            study_name=ctx.name,
-            storage=ctx.storage,
-            sampler=sampler,
-            pruner=pruner,
-            direction="minimize",
-            load_if_exists=True,
-        )
-        reruns = optuna.create_study(
-            study_name=f"{ctx.name}.reruns",
-            storage=ctx.storage,
-            direction="minimize",
-            sampler=optuna.samplers.RandomSampler(0),
-            load_if_exists=True,
-        )
+        # load what exists (create_study would append a duplicate "create" record to the journal
+        # each time it opens a study: noise in a committed, append-only file)
+        names = set(optuna.get_all_study_names(storage=ctx.storage))
+
+        def study(name: str, **kw) -> optuna.Study:
+            if name in names:
+                return optuna.load_study(study_name=name, storage=ctx.storage, **kw)
+            return optuna.create_study(
+                study_name=name, storage=ctx.storage, direction="minimize", **kw
+            )
+
+        search = study(ctx.name, sampler=sampler, pruner=pruner)
+        reruns = study(f"{ctx.name}.reruns", sampler=optuna.samplers.RandomSampler(0))
         stored = search.user_attrs.get("identity")
         if stored is None:
             search.set_user_attr("identity", identity)
