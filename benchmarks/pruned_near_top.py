@@ -36,15 +36,19 @@ def main() -> None:
         pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
         total += len(pruned)
         bar = complete[: args.top][-1]
-        print(f"{name}: {len(pruned)} pruned; best complete {complete[0]:.4f}, "
-              f"top-{args.top} bar {bar:.4f}")
+        print(
+            f"{name}: {len(pruned)} pruned; best complete {complete[0]:.4f}, "
+            f"top-{args.top} bar {bar:.4f}"
+        )
         for t in pruned:
             curve = t.intermediate_values
             best_epoch = min(curve, key=curve.get)
             if curve[best_epoch] < bar:
                 rung = max(curve)
-                print(f"  trial {t.number}: best {curve[best_epoch]:.4f} (epoch {best_epoch}), "
-                      f"at the rung {curve[rung]:.4f} (epoch {rung})")
+                print(
+                    f"  trial {t.number}: best {curve[best_epoch]:.4f} (epoch {best_epoch}), "
+                    f"at the rung {curve[rung]:.4f} (epoch {rung})"
+                )
     print(f"{total} pruned trials in all")
 
 
