@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         same = want is None or run.val_rmse == want
         rule = stopped_by_rule(run)
         bad += (not same) + (not rule)
-        trial = "untuned" if want is None else f"trial {want:.10f} {'same' if same else 'DIFFERENT'}"
+        trial = (
+            "untuned" if want is None else f"trial {want:.10f} {'same' if same else 'DIFFERENT'}"
+        )
         print(
             f"{run.table} {run.row:18s} seed {run.seed}: val {run.val_rmse:.10f} {trial}; "
             f"best {run.best_epoch} of {run.epochs} (patience {run.patience}, cap "

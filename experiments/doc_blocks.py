@@ -204,7 +204,7 @@ def _study_row(name: str, folder: Path) -> str:
     else:
         without = f"{off['mean']:.4f}"
     waiting = int(states.get("WAITING", 0))
-    stopped = int(_stopped(trials).sum())
+    stopped = int(prov.get("stopped", 0))  # the tuner's own count (record.py)
     counts = (
         f"{int(states.get('COMPLETE', 0))} / {int(states.get('PRUNED', 0))} / "
         f"{int(states.get('FAIL', 0)) - stopped}"
@@ -219,19 +219,10 @@ def _study_row(name: str, folder: Path) -> str:
     )
 
 
-def _stopped(trials: pd.DataFrame) -> pd.Series:
-    """FAIL trials that a stop signal ended or a dead worker left (reaped), not errors: the
-    tuner continues them as new trials (``continues``), so they are no failure of the model."""
-    why = trials["failed"].astype("string").fillna("")
-    continued = trials["trial"].isin(pd.to_numeric(trials["continues"], errors="coerce"))
-    interrupted = why.str.contains("Interrupt|SystemExit|heartbeat|process", regex=True)
-    return (trials["state"] == "FAIL") & (continued | interrupted)
-
-
 def _best_anchor(trials: pd.DataFrame, sel: dict) -> str:
     """The best anchor's mean validation RMSE over the selection seeds (anchors are always
     re-run on them), with its name; "—" before the selection ran."""
-    anchors = dict(zip(trials["trial"], trials["anchor"].astype("string")))
+    anchors = dict(zip(trials["trial"], trials["anchor"].astype("string"), strict=True))
     means = [
         (c["mean"], anchors[c["trial"]])
         for c in sel.get("candidates", [])

@@ -332,9 +332,11 @@ def _not_counted(prov: dict[str, Any]) -> str:
     """The FAIL trials, split into failures and stopped trials that a later trial continued."""
     stopped = prov.get("stopped", 0)
     failed = prov["trials"]["FAIL"] - stopped
-    return f"{failed} failed" + (
-        f", {stopped} stopped by a signal and continued as a new trial" if stopped else ""
-    ) + "; neither counted"
+    return (
+        f"{failed} failed"
+        + (f", {stopped} stopped by a signal and continued as a new trial" if stopped else "")
+        + "; neither counted"
+    )
 
 
 def _summary(
