@@ -110,7 +110,9 @@ def default_net_and_optimizer(data, block: list[int], overrides: tuple[str, ...]
     base = ["model=xfvae", f"model.batch_size=[{block[0]},{block[1]}]"]
     cfg = compose(base + list(overrides))
     net = instantiate(cfg.model.net, data=data)
-    opt = instantiate(cfg.model.optimizer)(params=list(net.parameters()))
+    own = getattr(net, "optimizer_parameters", None)  # absent in code before issue 21 (--src)
+    params = own() if callable(own) else list(net.parameters())
+    opt = instantiate(cfg.model.optimizer)(params=params)
     return net, opt
 
 

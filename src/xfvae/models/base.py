@@ -43,6 +43,10 @@ Optional hooks, called by the loop when present:
     (BPMF: its burn-in, whose predictions are single Gibbs samples, not the posterior mean).
 ``automatic_optimization: bool`` (class attribute, default True)
     False for models with no optimiser (the loop then skips ``configure_optimizers``).
+``optimizer_parameters(self) -> list[Tensor]``
+    The tensors the optimiser updates; default: the parameters that require gradients. The
+    cross-feedback VAE hands over flat tensors holding its parameters (fewer tensors per step,
+    the same arithmetic; ``xfvae.models.flat_params``).
 
 Everything a model needs to predict after training must be a parameter or registered buffer, so a
 checkpoint restores it completely.
@@ -64,3 +68,12 @@ class RatingModel(Protocol):
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]: ...
 
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor: ...
+
+
+def optimizer_parameters(net: torch.nn.Module) -> list[torch.Tensor]:
+    """What the loop's optimiser updates: the model's ``optimizer_parameters()`` where it has
+    one, else its parameters that require gradients."""
+    own = getattr(net, "optimizer_parameters", None)
+    if callable(own):
+        return list(own())
+    return [p for p in net.parameters() if p.requires_grad]

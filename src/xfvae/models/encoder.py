@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xfvae.models.attention import PosteriorAttention, RowSlice, bounded_variance
+from xfvae.models.flat_params import FlatParams
 from xfvae.models.fused import _table_indices, fused_encode
 
 
@@ -254,6 +255,9 @@ class SideEncoder(nn.Module):
             and not self.sparse_grad
             and attention in ("none", "local")
         )
+        # the model's flat tensor holding this encoder's parameters once its optimiser was given
+        # that tensor (CrossFeedbackVAE.optimizer_parameters); None: parameters one by one
+        self.flat_params: FlatParams | None = None
         self.attention = None
         if attention != "none":
             if not use_cross_feedback:
@@ -334,6 +338,13 @@ class SideEncoder(nn.Module):
     def forward(
         self, rows: RowSlice, keys: Tensor, table: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
+        if self.flat_params is not None and torch.is_grad_enabled():
+            raise RuntimeError(
+                "this encoder's parameters are trained as one flat tensor "
+                "(CrossFeedbackVAE.optimizer_parameters), whose gradient only the model's loss "
+                "makes: encode under torch.no_grad(), or build the optimiser from "
+                "net.parameters() instead of net.optimizer_parameters()"
+            )
         if self.fusable and rows.has_transpose and table is None and torch.is_grad_enabled():
             if not keys.requires_grad:  # training blocks: one autograd node (models/fused.py)
                 return fused_encode(self, rows, keys)

@@ -14,6 +14,12 @@ variance sharing the input MLPs, dense gradients, attention ``none`` or ``local`
 concat or add merge), rows with transposes (training blocks), keys without gradient. Everything else
 takes the general path (``SideEncoder.fusable``); ``tests/test_xfvae_equivalence.py`` checks both
 against the dense reference that builds Z.
+
+The encoder's forward and backward are plain functions (:func:`encode_forward`,
+:func:`encode_backward`) on views of one flat tensor laid out by :func:`flat_layout`: the
+per-parameter node :class:`FusedEncoder` gathers the parameters into such a tensor, and the
+whole-block node of :mod:`xfvae.models.fused_block` views the model's flat parameter tensor
+directly and writes the gradient into one flat tensor (``out=``), one group per product.
 """
 
 from __future__ import annotations
@@ -22,10 +28,10 @@ import functools
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from xfvae.data.batches import RowSlice
+from xfvae.models.flat_params import FlatLayout
 
 
 class _Layout:
@@ -96,15 +102,16 @@ class _Layout:
             self._typed[dtype] = (w, w_t, empty)
         return self._typed[dtype]
 
-    def keys_at_entries(self, keys: Tensor) -> Tensor:
+    def keys_at_entries(self, keys: Tensor) -> tuple[Tensor, Tensor]:
         """The other side's embedding of each entry with a 1 appended ([nnz, K + 1]; the 1 sums
-        the attention weights): recomputed when the keys change (once per epoch in training).
-        Memory: (K + 1) floats per rating of the side."""
+        the attention weights), and its first K columns: recomputed when the keys change (once
+        per epoch in training). Memory: (K + 1) floats per rating of the side."""
         hit = self._keys
         if hit is None or hit[0] is not keys or hit[1] != keys._version:
             vk = keys.index_select(0, self.cols)
-            self._keys = hit = (keys, keys._version, torch.cat([vk, vk.new_ones(self.nnz, 1)], 1))
-        return hit[2]
+            vk1 = torch.cat([vk, vk.new_ones(self.nnz, 1)], 1)
+            self._keys = hit = (keys, keys._version, vk1, vk1[:, : keys.shape[1]])
+        return hit[2], hit[3]
 
     @staticmethod
     def of(rows: RowSlice, n_cols: int, obs: bool, lat: bool, pairs: bool) -> _Layout:
@@ -112,6 +119,15 @@ class _Layout:
         if key not in rows.cache:
             rows.cache[key] = _Layout(rows, n_cols, obs, lat, pairs)
         return rows.cache[key]
+
+
+def bag_sum(idx: Tensor, table: Tensor, offsets: Tensor, weights: Tensor) -> Tensor:
+    """``F.embedding_bag(idx, table, offsets, mode="sum", per_sample_weights=weights)`` without
+    autograd (inside the fused nodes): the kernel called directly, a third of the operator calls
+    of the functional (which takes the slower autograd kernel whenever the table is a parameter)."""
+    return torch.ops.aten._embedding_bag_forward_only(
+        table, idx, offsets, False, 0, False, weights, False, -1
+    )[0]
 
 
 @functools.lru_cache(maxsize=64)
@@ -138,167 +154,199 @@ def _sigmoid_grad(grad: Tensor, sig: Tensor, floor: float) -> Tensor:
     return out.mul_(const(1.0 - floor, out.dtype, out.device)) if floor > 0 else out
 
 
-def fused_params(enc) -> list[Tensor]:
-    """The encoder's parameters in the order :class:`FusedEncoder` takes them."""
-    out = []
+def flat_layout(enc, with_phi0: bool) -> tuple[list[Tensor], list[tuple[str, int, tuple]]]:
+    """The encoder's parameters in the order of its flat layout, and the layout's groups: the
+    runs the fused step views as one tensor (both heads' weights as [2K, S], Theta and Lambda as
+    [2, K, K], ...; :class:`~xfvae.models.flat_params.FlatLayout`). ``with_phi0``: include Phi_0
+    (most of the values; :class:`FusedEncoder` takes it as a tensor of its own)."""
+    n, k, m = enc.n_cols, enc.dim, enc.first
+    params, groups = [], []
     if enc.use_data_input:
-        out += [enc.w0, enc.alpha0]
-    if enc.use_cross_feedback:
-        out += [enc.phi0, enc.beta0]
-    heads = (enc.head_mu[0], enc.head_var[0])
-    out += [heads[0].weight, heads[0].bias, heads[1].weight, heads[1].bias]
+        params.append(enc.w0)
+        groups.append(("w0", 1, (n, m)))
+    if enc.use_cross_feedback and with_phi0:
+        params.append(enc.phi0)
+        groups.append(("phi0", 1, (n, k, m)))
+    biases = [enc.alpha0] if enc.use_data_input else []
+    biases += [enc.beta0] if enc.use_cross_feedback else []
+    params += biases
+    groups.append(("bias0", len(biases), (len(biases), m)))
+    h_mu, h_var = enc.head_mu[0], enc.head_var[0]
+    params += [h_mu.weight, h_var.weight, h_mu.bias, h_var.bias]
+    groups += [("w_h", 2, (2 * k, h_mu.weight.shape[1])), ("b_h", 2, (2 * k,))]
     att = enc.attention
     if att is not None:
-        out += [att.theta, att.lam]
+        params += [att.theta, att.lam]
+        groups.append(("th", 2, (2, k, k)))
         if att.merge == "concat":
-            out += [att.merge_mu.weight, att.merge_mu.bias]
-            out += [att.merge_var.weight, att.merge_var.bias]
-    return out
+            params += [att.merge_mu.weight, att.merge_var.weight]
+            params += [att.merge_mu.bias, att.merge_var.bias]
+            groups += [("w_m", 2, (2, k, 2 * k)), ("b_m", 2, (2, 1, k))]
+    return params, groups
+
+
+def transposes(views: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The transposes (last two dimensions) of the matrices among ``views``."""
+    return {k: t.transpose(-1, -2) for k, t in views.items() if t.dim() >= 2}
 
 
 def fused_encode(enc, rows: RowSlice, keys: Tensor) -> tuple[Tensor, Tensor]:
-    return FusedEncoder.apply(enc, rows, keys, *fused_params(enc))
+    phi0 = (enc.phi0,) if enc.use_cross_feedback else ()
+    return FusedEncoder.apply(enc, rows, keys, *flat_layout(enc, False)[0], *phi0)
+
+
+def encode_forward(enc, rows: RowSlice, keys: Tensor, v: dict, v_t: dict, phi0: Tensor | None):
+    """(mean, variance, state for :func:`encode_backward`) of a batch of rows with transposes.
+    ``v`` / ``v_t``: the groups of :func:`flat_layout` and their transposes; ``phi0`` [N, K, M]."""
+    n, k = keys.shape
+    m = enc.first
+    att = enc.attention
+    lay = _Layout.of(rows, n, enc.use_data_input, enc.use_cross_feedback, att is not None)
+    w, _, empty = lay.weights(v["bias0"].dtype)
+    tables = []
+    if enc.use_data_input:  # Eq. 8, first layer: X W_0 + alpha_0
+        tables.append(v["w0"])
+    if enc.use_cross_feedback:  # latent first layer: Z Phi_0 + beta_0 = sum of P_j + beta_0
+        flat, offs = _flat_indices(n, k, keys.device)
+        # P_j = v_j^T Phi_0[j] for all N entries
+        tables.append(bag_sum(flat, phi0.view(n * k, m), offs, keys.view(-1)))
+    b, n_p = lay.n_rows, len(lay.kinds)
+    table = torch.cat(tables + [v["bias0"]])  # [W_0; P; alpha_0; beta_0]
+    s = bag_sum(lay.idx, table, lay.offsets, w).view(b, n_p * m).clamp_min(0)  # S = [H; G]
+    w_h = v["w_h"]  # [Psi_mu; Psi_var]
+    both = torch.addmm(v["b_h"], s, v_t["w_h"])  # the heads: [mean | variance logit], [B, 2K]
+    floor = enc.var_floor
+    if att is None:
+        sig = torch.sigmoid(both[:, k:])
+        return both[:, :k], _variance(sig, floor), (lay, keys, s, w_h, sig)
+    # Eq. 9-10, local: each row's mean and variance attend to the entries it rated
+    sig0 = torch.sigmoid(both[:, k:])
+    x2 = torch.cat([both[:, :k], _variance(sig0, floor)]).view(2, b, k)  # mu_i, sigma_i^2
+    th = v["th"]  # [Theta; Lambda]
+    if att.norm == "softmax":
+        th = th * const(1.0 / math.sqrt(k), th.dtype, th.device)
+    q = torch.bmm(x2, th).view(2 * b, k)  # Eq. 9 queries mu_i Theta, sigma_i^2 Lambda
+    vk1, vk = lay.keys_at_entries(keys)
+    ones = const_ones(k, q.dtype, q.device)
+    # Eq. 9 numerators at the rated entries, [2 nnz] (query-major)
+    qv = q.index_select(0, lay.query_row).view(2, lay.nnz, k).mul_(vk)
+    e = torch.mv(qv.view(2 * lay.nnz, k), ones)
+    if att.norm == "softmax":  # minus the row max: stability only
+        peak = torch.segment_reduce(e, "max", lengths=lay.pair_lengths, unsafe=True)
+        e = e.sub_(peak.index_select(0, lay.query_row)).exp_()
+    # [2B, K + 1]: sum_j e_ij v_j and sum_j e_ij
+    num_den = bag_sum(lay.pair_entry, vk1, lay.pair_offsets, e)
+    den = num_den[:, k:] + empty  # rows without entries: c_i = 0
+    c = num_den[:, :k] / den  # Eq. 10, [2B, K]
+    direct = both.view(b, 2, k).transpose(0, 1)  # [2, B, K]: mu, logit
+    if att.merge == "concat":  # mu := Linear([mu; c]), logit := Linear([logit; c'])
+        y2 = torch.cat([direct, c.view(2, b, k)], 2)  # [2, B, 2K]
+        w_m = v["w_m"]
+        out = torch.baddbmm(v["b_m"], y2, v_t["w_m"])  # [2, B, K]
+    else:  # add: mu + c, logit + c'
+        y2 = w_m = None
+        out = direct + c.view(2, b, k)
+    mu, sig = out[0], torch.sigmoid(out[1])
+    return mu, _variance(sig, floor), (lay, keys, s, w_h, sig, sig0, x2, th, e, den, c, y2, w_m)
+
+
+def encode_backward(enc, state, d_mu: Tensor, d_var: Tensor, g: dict, d_phi0: Tensor | None):
+    """The gradient of :func:`encode_forward`'s parameters: written into ``g`` (views of a zeroed
+    flat gradient, :func:`flat_layout`'s groups), Phi_0's into ``d_phi0`` [N, K, M] if given,
+    else returned."""
+    lay, keys, s, w_h, sig, *att_saved = state
+    n, k = keys.shape
+    n_p = len(lay.kinds)
+    floor, att = enc.var_floor, enc.attention
+    d_logit = _sigmoid_grad(d_var, sig, floor)
+    b = lay.n_rows
+    if att is None:
+        d_both = torch.cat([d_mu, d_logit], 1)
+    else:
+        sig0, x2, th, e, den, c, y2, w_m = att_saved
+        if att.merge == "concat":
+            d_out = torch.cat([d_mu, d_logit]).view(2, b, k)
+            d_y2 = torch.bmm(d_out, w_m)  # [2, B, 2K]
+            torch.bmm(d_out.transpose(1, 2), y2, out=g["w_m"])
+            torch.sum(d_out, 1, keepdim=True, out=g["b_m"])
+            d_direct, d_c = d_y2[:, :, :k], d_y2[:, :, k:].reshape(2 * b, k)
+        else:
+            d_direct = torch.cat([d_mu, d_logit]).view(2, b, k)
+            d_c = d_direct.view(2 * b, k)
+        # Eq. 10 backward (as flash attention): ds_ij = a_ij (dc_i . v_j - dc_i . c_i)
+        vk1, vk = lay.keys_at_entries(keys)
+        ones = const_ones(k, c.dtype, c.device)
+        delta = torch.mv(d_c * c, ones)  # [2B]
+        dv = d_c.index_select(0, lay.query_row).view(2, lay.nnz, k).mul_(vk)
+        ds = torch.mv(dv.view(2 * lay.nnz, k), ones)  # [2 nnz]
+        ds = ds.sub_(delta.index_select(0, lay.query_row)).div_(
+            den.view(-1).index_select(0, lay.query_row)
+        )
+        if att.norm == "softmax":
+            ds = ds.mul_(e)
+        # [2B, K]: sum_j ds_ij v_j
+        d_q = bag_sum(lay.pair_entry, vk1, lay.pair_offsets, ds)[:, :k].reshape(2, b, k)
+        d_th = torch.bmm(x2.transpose(1, 2), d_q, out=g["th"])
+        if att.norm == "softmax":
+            d_th.mul_(const(1.0 / math.sqrt(k), d_th.dtype, d_th.device))
+        d_x2 = torch.bmm(d_q, th.transpose(1, 2))
+        d_x2[1] = _sigmoid_grad(d_x2[1], sig0, floor)
+        d_both = (d_direct + d_x2).transpose(0, 1).reshape(b, 2 * k)
+    torch.mm(d_both.t(), s, out=g["w_h"])
+    torch.sum(d_both, 0, out=g["b_h"])
+    d_s = torch.ops.aten.threshold_backward(d_both.mm(w_h), s, 0)
+    _, w_t, _ = lay.weights(d_s.dtype)
+    m = s.shape[1] // n_p
+    # [n_p N + n_p, M]: the gradient of [W_0; P; alpha_0; beta_0]
+    d_table = bag_sum(lay.idx_t, d_s.view(b * n_p, m), lay.offsets_t, w_t)
+    g["bias0"].copy_(d_table[n_p * n :])
+    for p, kind in enumerate(lay.kinds):
+        part = d_table[p * n : (p + 1) * n]
+        if kind == "obs":
+            g["w0"].copy_(part)
+        elif d_phi0 is not None:  # dPhi_0[j, k] = v_jk dP_j
+            torch.mul(keys.view(n, k, 1), part.view(n, 1, m), out=d_phi0)
+        else:  # the same as bags of one row each (a fresh tensor, faster)
+            flat, _, entry = _table_indices(n, k, keys.device)
+            return bag_sum(entry, part, flat, keys.view(-1)).view(n, k, m)
+    return None
 
 
 class FusedEncoder(torch.autograd.Function):
-    """(mean, variance) of a batch of rows with transposes; see the module docstring.
-    ``params``: the encoder's parameters in :func:`fused_params` order."""
+    """(mean, variance) of a batch of rows with transposes, as one autograd node; see the module
+    docstring. ``params``: the encoder's parameters in :func:`flat_layout` order (without Phi_0),
+    then Phi_0 if the encoder has the latent input. (A model whose optimiser holds one flat tensor
+    takes :class:`~xfvae.models.fused_block.FusedBlock` instead.)"""
 
     @staticmethod
     def forward(ctx, enc, rows: RowSlice, keys: Tensor, *params: Tensor):
-        n, k = keys.shape
-        m = enc.first
-        att = enc.attention
-        lay = _Layout.of(rows, n, enc.use_data_input, enc.use_cross_feedback, att is not None)
-        w, _, empty = lay.weights(params[0].dtype)
-        it = iter(params)
-        tables, biases = [], []
-        if enc.use_data_input:  # Eq. 8, first layer: X W_0 + alpha_0
-            w0, alpha0 = next(it), next(it)
-            tables.append(w0)
-            biases.append(alpha0.view(1, m))
-        if enc.use_cross_feedback:  # latent first layer: Z Phi_0 + beta_0 = sum of P_j + beta_0
-            phi0, beta0 = next(it), next(it)
-            flat, offs = _flat_indices(n, k, keys.device)
-            p_all = F.embedding_bag(  # P_j = v_j^T Phi_0[j] for all N entries
-                flat, phi0.view(n * k, m), offs, mode="sum", per_sample_weights=keys.reshape(-1)
-            )
-            tables.append(p_all)
-            biases.append(beta0.view(1, m))
-        b, n_p = lay.n_rows, len(lay.kinds)
-        table = torch.cat(tables + biases)
-        pre = F.embedding_bag(lay.idx, table, lay.offsets, mode="sum", per_sample_weights=w)
-        s = pre.view(b, n_p * m).clamp_min(0)  # S = [H; G] (ReLU)
-        w_mu, b_mu, w_var, b_var = next(it), next(it), next(it), next(it)
-        w_h, b_h = torch.cat([w_mu, w_var]), torch.cat([b_mu, b_var])
-        both = torch.addmm(b_h, s, w_h.t())  # the heads: [mean | variance logit], [B, 2K]
-        floor = enc.var_floor
-        ctx.enc, ctx.lay, ctx.k, ctx.n_p = enc, lay, k, n_p
-        if att is None:
-            sig = torch.sigmoid(both[:, k:])
-            ctx.save_for_backward(keys, s, w_h, sig)
-            return both[:, :k], _variance(sig, floor)
-        # Eq. 9-10, local: each row's mean and variance attend to the entries it rated
-        theta, lam = next(it), next(it)
-        sig0 = torch.sigmoid(both[:, k:])
-        x2 = torch.stack([both[:, :k], _variance(sig0, floor)])  # [2, B, K]: mu_i, sigma_i^2
-        th = torch.stack([theta, lam])
-        if att.norm == "softmax":
-            th.mul_(const(1.0 / math.sqrt(k), th.dtype, th.device))
-        q = torch.bmm(x2, th).view(2 * b, k)  # Eq. 9 queries mu_i Theta, sigma_i^2 Lambda
-        vk1 = lay.keys_at_entries(keys)
-        ones = const_ones(k, q.dtype, q.device)
-        # Eq. 9 numerators at the rated entries, [2 nnz] (query-major)
-        qv = q.index_select(0, lay.query_row).view(2, lay.nnz, k).mul_(vk1[:, :k])
-        e = torch.mv(qv.view(2 * lay.nnz, k), ones)
-        if att.norm == "softmax":  # minus the row max: stability only
-            peak = torch.segment_reduce(e, "max", lengths=lay.pair_lengths, unsafe=True)
-            e = e.sub_(peak.index_select(0, lay.query_row)).exp_()
-        num_den = F.embedding_bag(  # [2B, K + 1]: sum_j e_ij v_j and sum_j e_ij
-            lay.pair_entry, vk1, lay.pair_offsets, mode="sum", per_sample_weights=e
-        )
-        den = num_den[:, k:] + empty  # rows without entries: c_i = 0
-        c = num_den[:, :k] / den  # Eq. 10, [2B, K]
-        direct = both.view(b, 2, k).transpose(0, 1)  # [2, B, K]: mu, logit
-        if att.merge == "concat":  # mu := Linear([mu; c]), logit := Linear([logit; c'])
-            y2 = torch.cat([direct, c.view(2, b, k)], 2)  # [2, B, 2K]
-            w_mu_m, b_mu_m, w_var_m, b_var_m = next(it), next(it), next(it), next(it)
-            w_m = torch.stack([w_mu_m, w_var_m])
-            b_m = torch.stack([b_mu_m, b_var_m]).unsqueeze(1)
-            out = torch.baddbmm(b_m, y2, w_m.transpose(1, 2))  # [2, B, K]
-        else:  # add: mu + c, logit + c'
-            y2 = w_m = None
-            out = direct + c.view(2, b, k)
-        mu, sig = out[0], torch.sigmoid(out[1])
-        ctx.save_for_backward(keys, s, w_h, sig, sig0, x2, th, e, den, c, y2, w_m)
-        return mu, _variance(sig, floor)
+        layout = _layout_of(enc)
+        phi0 = None
+        if enc.use_cross_feedback:
+            *params, phi0 = params
+        v = layout.split(layout.gather(params))
+        mu, var, ctx.state = encode_forward(enc, rows, keys, v, transposes(v), phi0)
+        ctx.enc, ctx.layout = enc, layout
+        return mu, var
 
     @staticmethod
     def backward(ctx, d_mu: Tensor | None, d_var: Tensor | None):
-        enc, lay, k, n_p = ctx.enc, ctx.lay, ctx.k, ctx.n_p
-        keys, s, w_h, sig, *att_saved = ctx.saved_tensors
-        floor, att = enc.var_floor, enc.attention
+        sig = ctx.state[4]
         d_mu = torch.zeros_like(sig) if d_mu is None else d_mu
         d_var = torch.zeros_like(sig) if d_var is None else d_var
-        d_logit = _sigmoid_grad(d_var, sig, floor)
-        b = lay.n_rows
-        grads = []
-        if att is None:
-            d_both = torch.cat([d_mu, d_logit], 1)
-        else:
-            sig0, x2, th, e, den, c, y2, w_m = att_saved
-            if att.merge == "concat":
-                d_out = torch.stack([d_mu, d_logit])  # [2, B, K]
-                d_y2 = torch.bmm(d_out, w_m)  # [2, B, 2K]
-                d_wm = torch.bmm(d_out.transpose(1, 2), y2)
-                d_bm = d_out.sum(1)
-                d_direct, d_c = d_y2[:, :, :k], d_y2[:, :, k:].reshape(2 * b, k)
-                grads_merge = [d_wm[0], d_bm[0], d_wm[1], d_bm[1]]
-            else:
-                d_direct = torch.stack([d_mu, d_logit])
-                d_c, grads_merge = d_direct.view(2 * b, k), []
-            # Eq. 10 backward (as flash attention): ds_ij = a_ij (dc_i . v_j - dc_i . c_i)
-            vk1 = lay.keys_at_entries(keys)
-            ones = const_ones(k, c.dtype, c.device)
-            delta = torch.mv(d_c * c, ones)  # [2B]
-            dv = d_c.index_select(0, lay.query_row).view(2, lay.nnz, k).mul_(vk1[:, :k])
-            ds = torch.mv(dv.view(2 * lay.nnz, k), ones)  # [2 nnz]
-            ds = ds.sub_(delta.index_select(0, lay.query_row)).div_(
-                den.view(-1).index_select(0, lay.query_row)
-            )
-            if att.norm == "softmax":
-                ds = ds.mul_(e)
-            d_q = F.embedding_bag(  # [2B, K]: sum_j ds_ij v_j
-                lay.pair_entry, vk1, lay.pair_offsets, mode="sum", per_sample_weights=ds
-            )[:, :k].reshape(2, b, k)
-            d_th = torch.bmm(x2.transpose(1, 2), d_q)
-            if att.norm == "softmax":
-                d_th.mul_(const(1.0 / math.sqrt(k), d_th.dtype, d_th.device))
-            d_x2 = torch.bmm(d_q, th.transpose(1, 2))
-            d_x2 = torch.stack([d_x2[0], _sigmoid_grad(d_x2[1], sig0, floor)])
-            d_both = (d_direct + d_x2).transpose(0, 1).reshape(b, 2 * k)
-            grads_att = [d_th[0], d_th[1], *grads_merge]
-        d_wh = d_both.t().mm(s)
-        d_bh = d_both.sum(0)
-        d_s = torch.ops.aten.threshold_backward(d_both.mm(w_h), s, 0)
-        _, w_t, _ = lay.weights(d_s.dtype)
-        m = s.shape[1] // n_p
-        d_table = F.embedding_bag(
-            lay.idx_t, d_s.view(b * n_p, m), lay.offsets_t, mode="sum", per_sample_weights=w_t
-        )  # [n_p N + n_p, M]: the gradient of [W_0; P; alpha_0; beta_0]
-        n = keys.shape[0]
-        for p, kind in enumerate(lay.kinds):
-            part, bias = d_table[p * n : (p + 1) * n], d_table[n_p * n + p]
-            if kind == "lat":  # dPhi_0[j, k] = v_jk dP_j: bags of one row each
-                flat, _, entry = _table_indices(n, keys.shape[1], keys.device)
-                part = F.embedding_bag(
-                    entry, part, flat, mode="sum", per_sample_weights=keys.reshape(-1)
-                ).view(n, keys.shape[1], m)
-            grads += [part, bias]
-        grads += [d_wh[:k], d_bh[:k], d_wh[k:], d_bh[k:]]
-        if att is not None:
-            grads += grads_att
-        return (None, None, None, *grads)
+        grad = sig.new_zeros(ctx.layout.numel)  # gaps between the groups stay 0
+        d_phi0 = encode_backward(ctx.enc, ctx.state, d_mu, d_var, ctx.layout.split(grad), None)
+        d_phi0 = () if d_phi0 is None else (d_phi0,)
+        return (None, None, None, *ctx.layout.split_params(grad), *d_phi0)
+
+
+def _layout_of(enc) -> FlatLayout:
+    params, groups = flat_layout(enc, False)
+    key = tuple(p.shape for p in params)
+    hit = getattr(enc, "_fused_layout", None)
+    if hit is None or hit[0] != key:
+        enc._fused_layout = hit = (key, FlatLayout([p.shape for p in params], groups))
+    return hit[1]
 
 
 @functools.lru_cache(maxsize=32)
@@ -312,102 +360,3 @@ def _table_indices(n: int, k: int, device: torch.device) -> tuple[Tensor, Tensor
 def _flat_indices(n: int, k: int, device: torch.device) -> tuple[Tensor, Tensor]:
     flat, offsets, _ = _table_indices(n, k, device)
     return flat, offsets
-
-
-class BlockElbo(torch.autograd.Function):
-    """-Eq. 7 on one block, divided by the model's ``loss_scale``, as one autograd node.
-
-    Reparametrisation u = mu_u + sigma_u eps_u (and v likewise); the block's predictions are the
-    entries of u v^T (+ the offset) at its observed ratings; squared error on those; the KL terms
-    of the block's users and items weighted per row (``kl_u`` / ``kl_v``: beta / blocks per entity
-    where the entity has training ratings, 0 otherwise). Returns (loss, squared error sum).
-    """
-
-    @staticmethod
-    def forward(ctx, net, rows_in, mu_u, var_u, eps_u, mu_v, var_v, eps_v, *biases):
-        users, items, obs_u, obs_i, ratings = rows_in
-        sd_u, sd_v = var_u.sqrt(), var_v.sqrt()
-        u = torch.addcmul(mu_u, sd_u, eps_u)  # reparametrisation trick
-        v = torch.addcmul(mu_v, sd_v, eps_v)
-        flat = torch.add(obs_i, obs_u, alpha=v.shape[0])  # position of each rating in u v^T
-        if flat.dtype != torch.int64:
-            flat = flat.long()
-        full = torch.mm(u, v.t())
-        if biases:  # offset "biases": + user bias + item bias
-            b_u, b_i = biases
-            full += b_u.index_select(0, users).unsqueeze(1) + b_i.index_select(0, items)
-        residual = torch.sub(ratings, full.view(-1).index_select(0, flat)).sub_(net.mean_rating)
-        sse = torch.dot(residual, residual)  # Eq. 7: -E[log p(X | U, V)] + const
-        # Eq. 7: the KL sums, each entity's share of its blocks (weights 0.5 beta / blocks)
-        w_u = net.user_seen.index_select(0, users).mul_(_kl_weight(net, "user", mu_u))
-        w_v = net.item_seen.index_select(0, items).mul_(_kl_weight(net, "item", mu_v))
-        kl_u = torch.dot(kl_terms(mu_u, var_u, net.prior_var).sum(1), w_u)
-        kl_v = torch.dot(kl_terms(mu_v, var_v, net.prior_var).sum(1), w_v)
-        inv_scale = const(1.0 / net.loss_scale, sse.dtype, sse.device)
-        total = torch.add(sse, kl_u).add_(kl_v).mul_(inv_scale)
-        ctx.mark_non_differentiable(sse)
-        ctx.prior_var, ctx.users, ctx.items = net.prior_var, users, items
-        ctx.save_for_backward(u, v, mu_u, var_u, eps_u, sd_u, mu_v, var_v, eps_v, sd_v, flat,
-                              residual, w_u, w_v, inv_scale, *biases)  # fmt: skip
-        ctx.has_biases = bool(biases)
-        return total, sse
-
-    @staticmethod
-    def backward(ctx, g: Tensor, _):
-        (
-            u,
-            v,
-            mu_u,
-            var_u,
-            eps_u,
-            sd_u,
-            mu_v,
-            var_v,
-            eps_v,
-            sd_v,
-            flat,
-            residual,
-            w_u,
-            w_v,
-            inv,
-            *b,
-        ) = ctx.saved_tensors
-        gs = g * inv
-        d_pred = residual.mul(gs).mul_(const(-2.0, gs.dtype, gs.device))
-        d_full = u.new_zeros(u.shape[0] * v.shape[0]).index_add_(0, flat, d_pred)
-        d_full = d_full.view(u.shape[0], v.shape[0])
-        du, dv = d_full.mm(v), d_full.t().mm(u)
-        p = ctx.prior_var
-        grads = []
-        for d, mu, var, eps, sd, w in ((du, mu_u, var_u, eps_u, sd_u, w_u), (dv, mu_v, var_v, eps_v, sd_v, w_v)):  # fmt: skip
-            col = w.mul(gs).unsqueeze(1)
-            d_mu = torch.addcmul(d, col, mu, value=2.0 / p)  # KL: d/dmu = mu / p
-            d_var = torch.sub(const(1.0 / p, var.dtype, var.device), var.reciprocal()).mul_(col)
-            d_var = torch.addcmul(d_var, d, eps.div(sd), value=0.5)  # through sigma = sqrt(var)
-            grads += [d_mu, d_var, None]
-        d_biases = []
-        if ctx.has_biases:
-            users, items = ctx.users, ctx.items
-            d_biases = [
-                b[0].new_zeros(b[0].shape).index_copy_(0, users, d_full.sum(1)),
-                b[1].new_zeros(b[1].shape).index_copy_(0, items, d_full.sum(0)),
-            ]
-        return (None, None, *grads, *d_biases)
-
-
-def kl_terms(mu: Tensor, var: Tensor, prior_var: float) -> Tensor:
-    """2 KL[N(mu, var) || N(0, prior_var)] per coordinate: var/p + mu^2/p - 1 - log(var/p)."""
-    if prior_var == 1.0:
-        t = torch.addcmul(var, mu, mu)
-        return t.sub_(var.log()).sub_(const(1.0, t.dtype, t.device))
-    inv_p = const(1.0 / prior_var, var.dtype, var.device)
-    t = torch.addcmul(var, mu, mu).mul_(inv_p)
-    return t.sub_(var.mul(inv_p).log_()).sub_(const(1.0, t.dtype, t.device))
-
-
-def _kl_weight(net, side: str, like: Tensor) -> Tensor:
-    """0.5 beta / (blocks per entity) of one side (Eq. 7's KL weight per block)."""
-    beta, blocks = (
-        (net.beta_u, net.blocks_per_user) if side == "user" else (net.beta_v, net.blocks_per_item)
-    )
-    return const(0.5 * beta / blocks, like.dtype, like.device)

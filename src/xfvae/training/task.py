@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from xfvae.data.train_data import TrainData
+from xfvae.models.base import optimizer_parameters
 from xfvae.scoring.cold_start import ColdStart
 
 # Batches are built in-process from tensors already in memory: worker processes would only add cost.
@@ -177,7 +178,7 @@ class RatingTask(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         if not self.automatic_optimization or self.optimizer_factory is None:
             return None
-        opt = self.optimizer_factory(params=[p for p in self.net.parameters() if p.requires_grad])
+        opt = self.optimizer_factory(params=optimizer_parameters(self.net))
         if self.scheduler_factory is None:
             return opt
         # Stepped once per epoch; ReduceLROnPlateau watches the selection metric (val/rmse).
