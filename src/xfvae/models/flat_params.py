@@ -28,14 +28,9 @@ class FlatLayout:
     contiguous in the buffer, so e.g. two heads' weights are one [2K, S] matrix without a copy).
     """
 
-    #: each group starts at a multiple of 16 values (64 bytes for float32), as a fresh tensor
-    #: does: some kernels' rounding depends on the alignment of their operands
-    ALIGN = 16
-
     def __init__(self, shapes: list[torch.Size], groups: list[tuple[str, int, tuple[int, ...]]]):
         self._params, self._groups, i, a = [], [], 0, 0
-        for name, count, shape in groups:
-            a = -(-a // self.ALIGN) * self.ALIGN
+        for name, count, shape in groups:  # no gaps: a gradient that writes every group is whole
             start = a
             for s in shapes[i : i + count]:
                 self._params.append((a, tuple(s), _strides(tuple(s))))
@@ -51,8 +46,8 @@ class FlatLayout:
         self.numel = a
 
     def gather(self, tensors: list[Tensor]) -> Tensor:
-        """One tensor with this layout holding ``tensors`` (zeros between groups); no autograd."""
-        out = tensors[0].new_zeros(self.numel)
+        """One tensor with this layout holding ``tensors``; no autograd."""
+        out = tensors[0].new_empty(self.numel)
         for t, piece in zip(tensors, self.split_params(out), strict=True):
             piece.copy_(t.detach())
         return out

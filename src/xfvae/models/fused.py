@@ -251,9 +251,9 @@ def encode_forward(enc, rows: RowSlice, keys: Tensor, v: dict, v_t: dict, phi0: 
 
 
 def encode_backward(enc, state, d_mu: Tensor, d_var: Tensor, g: dict, d_phi0: Tensor | None):
-    """The gradient of :func:`encode_forward`'s parameters: written into ``g`` (views of a zeroed
-    flat gradient, :func:`flat_layout`'s groups), Phi_0's into ``d_phi0`` [N, K, M] if given,
-    else returned."""
+    """The gradient of :func:`encode_forward`'s parameters: written into ``g`` (views of a flat
+    gradient, :func:`flat_layout`'s groups; each group is overwritten whole), Phi_0's into
+    ``d_phi0`` [N, K, M] if given, else returned."""
     lay, keys, s, w_h, sig, *att_saved = state
     n, k = keys.shape
     n_p = len(lay.kinds)
@@ -334,7 +334,7 @@ class FusedEncoder(torch.autograd.Function):
         sig = ctx.state[4]
         d_mu = torch.zeros_like(sig) if d_mu is None else d_mu
         d_var = torch.zeros_like(sig) if d_var is None else d_var
-        grad = sig.new_zeros(ctx.layout.numel)  # gaps between the groups stay 0
+        grad = sig.new_empty(ctx.layout.numel)  # encode_backward writes every group
         d_phi0 = encode_backward(ctx.enc, ctx.state, d_mu, d_var, ctx.layout.split(grad), None)
         d_phi0 = () if d_phi0 is None else (d_phi0,)
         return (None, None, None, *ctx.layout.split_params(grad), *d_phi0)

@@ -120,9 +120,11 @@ class FusedBlock(torch.autograd.Function):
         net = ctx.net
         st_u, st_i, st_e = ctx.states
         layout = net.flat_params.layout
-        grad = g.new_zeros(layout.numel)  # gaps between the groups stay 0
+        grad = g.new_empty(layout.numel)  # every group is written below
         views = layout.split(grad)
-        biases = (views["bias.user"], views["bias.item"]) if net.offset == "biases" else ()
+        biases = ()
+        if net.offset == "biases":  # only the block's users and items are written: zero first
+            biases = (views["bias.user"].zero_(), views["bias.item"].zero_())
         d_mu_u, d_var_u, d_mu_v, d_var_v = elbo_backward(st_e, g, *biases)
         for prefix, enc, st, d_mu, d_var in (
             ("user.", net.user_encoder, st_u, d_mu_u, d_var_u),
