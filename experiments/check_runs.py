@@ -6,9 +6,12 @@ Reads each run archived under ``results/<table>/<data>/runs/<data>/<row>/<job>/`
 ``metrics.json`` and resolved ``.hydra/config.yaml``) and checks two things:
 
 - **replay** (acceptance 3): a run of a model with a tuned configuration has, every digit, the
-  validation RMSE of the kept trial for the same seed in
-  ``results/tuning/<data>/<study>/selection.json`` (seed 0: the search trial; seeds 1, 2: the
-  selection's re-runs). Table 4's rows map to the studies ``xfvae_<ablation>``, its full model to
+  validation RMSE of the kept trial for the same seed in the records of the study that kept the
+  run's configuration (``selection.json``; seed 0: the search trial; seeds 1, 2: the selection's
+  re-runs). Those are ``results/tuning/<data>/<study>/``, or an archived study
+  (``results/tuning/archive/<data>-*/<study>/``) when the run predates the current one: the
+  records are found by the run's resolved configuration, which must carry every override the
+  study kept. Table 4's rows map to the studies ``xfvae_<ablation>``, its full model to
   ``xfvae``. Runs of untuned models (their defaults) are not compared.
 - **stop**: every run ended ``patience`` epochs after its best with ``min_delta`` 0 (no
   improvement of any size in between), or at the epoch cap.
@@ -21,10 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = ("table3", "table4")
@@ -42,6 +46,7 @@ class Run:
     max_epochs: int
     min_delta: float
     stopped_by: str | None
+    config: DictConfig | None = field(default=None, compare=False, repr=False)
 
 
 def study_of(table: str, row: str) -> str:
@@ -70,18 +75,60 @@ def runs(data: str = "ml-100k", root: Path = ROOT) -> list[Run]:
                     max_epochs=int(cfg.model.max_epochs),
                     min_delta=float(cfg.callbacks.early_stopping.min_delta),
                     stopped_by=m.get("stopped_by"),
+                    config=cfg,
                 )
             )
     return out
 
 
+def kept(run: Run, sel: dict) -> bool:
+    """Whether the run's configuration carries every override of the selection's kept trial
+    (applied in order, as Hydra does, then compared leaf by leaf)."""
+    overrides = (sel.get("chosen") or {}).get("overrides") or []
+    expected = OmegaConf.create({})
+    parser = OverridesParser.create()
+    for item in overrides:
+        o = parser.parse_override(item)
+        OmegaConf.update(expected, o.key_or_group, o.value(), merge=False, force_add=True)
+    leaves = _leaves(OmegaConf.to_container(expected))
+    return bool(overrides) and all(
+        OmegaConf.select(run.config, key, default="<missing>") == value for key, value in leaves
+    )
+
+
+def _leaves(node, prefix: str = "") -> list[tuple[str, object]]:
+    """(dotted key, value) of every leaf of a nested dict."""
+    if isinstance(node, dict) and node:
+        return [kv for k, v in node.items() for kv in _leaves(v, f"{prefix}{k}.")]
+    return [(prefix[:-1], node)]
+
+
+def records(run: Run, data: str = "ml-100k", root: Path = ROOT) -> tuple[Path, dict] | None:
+    """The records (folder, selection) of the study that kept the run's configuration: the
+    current study, else an archived one; None if none did."""
+    study = study_of(run.table, run.row)
+    tuning = root / "results" / "tuning"
+    candidates = [tuning / data / study]
+    candidates += sorted((tuning / "archive").glob(f"{data}-*/{study}"), reverse=True)
+    for folder in candidates:
+        path = folder / "selection.json"
+        if path.is_file():
+            sel = json.loads(path.read_text())
+            if run.config is None or kept(run, sel):
+                return folder, sel
+    return None
+
+
 def replay(run: Run, data: str = "ml-100k", root: Path = ROOT) -> float | None:
-    """The kept trial's validation RMSE for the run's seed; None for an untuned model."""
+    """The kept trial's validation RMSE for the run's seed; None for an untuned model, NaN when
+    no study's records kept the run's configuration."""
     study = study_of(run.table, run.row)
     if not (root / "conf" / "tuned" / data / f"{study}.yaml").is_file():
         return None
-    sel = json.loads((root / "results" / "tuning" / data / study / "selection.json").read_text())
-    return float(sel["chosen"]["val_rmse"].get(str(run.seed), "nan"))
+    found = records(run, data, root)
+    if found is None:
+        return float("nan")
+    return float(found[1]["chosen"]["val_rmse"].get(str(run.seed), "nan"))
 
 
 def stopped_by_rule(run: Run) -> bool:
@@ -104,9 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         same = want is None or run.val_rmse == want
         rule = stopped_by_rule(run)
         bad += (not same) + (not rule)
-        trial = (
-            "untuned" if want is None else f"trial {want:.10f} {'same' if same else 'DIFFERENT'}"
-        )
+        trial = "untuned"
+        if want is not None:
+            where = records(run, args.data)
+            origin = (
+                "no study kept this configuration" if where is None else where[0].relative_to(ROOT)
+            )
+            trial = f"trial {want:.10f} {'same' if same else 'DIFFERENT'} ({origin})"
         print(
             f"{run.table} {run.row:18s} seed {run.seed}: val {run.val_rmse:.10f} {trial}; "
             f"best {run.best_epoch} of {run.epochs} (patience {run.patience}, cap "

@@ -25,3 +25,18 @@ def test_the_check_fails_on_a_run_that_does_not_replay(tmp_path, monkeypatch):
     early = check_runs.Run(**{**run.__dict__, "epochs": run.best_epoch + run.patience})
     assert not check_runs.stopped_by_rule(early)
     assert check_runs.stopped_by_rule(run)
+
+
+def test_a_run_is_checked_against_the_study_that_kept_its_configuration():
+    """Records are found by the run's configuration: a run whose configuration no study kept (here
+    another learning rate) has no trial to replay and fails the check."""
+    tuned = [r for r in check_runs.runs() if check_runs.replay(r) is not None]
+    run = next(r for r in tuned if r.config.model.get("optimizer"))
+    folder, sel = check_runs.records(run)
+    assert check_runs.kept(run, sel) and (folder / "selection.json").is_file()
+    cfg = run.config.copy()
+    cfg.model.optimizer.lr = 0.123456
+    other = check_runs.Run(**{**run.__dict__, "config": cfg})
+    assert check_runs.records(other) is None
+    want = check_runs.replay(other)
+    assert want != want  # NaN: nothing to replay
