@@ -122,13 +122,18 @@ def records(run: Run, data: str = "ml-100k", root: Path = ROOT) -> tuple[Path, d
 def replay(run: Run, data: str = "ml-100k", root: Path = ROOT) -> float | None:
     """The kept trial's validation RMSE for the run's seed; None for an untuned model, NaN when
     no study's records kept the run's configuration."""
+    return trial_of(run, data, root)[0]
+
+
+def trial_of(run: Run, data: str = "ml-100k", root: Path = ROOT):
+    """(:func:`replay`'s value, the records' folder or None)."""
     study = study_of(run.table, run.row)
     if not (root / "conf" / "tuned" / data / f"{study}.yaml").is_file():
-        return None
+        return None, None
     found = records(run, data, root)
     if found is None:
-        return float("nan")
-    return float(found[1]["chosen"]["val_rmse"].get(str(run.seed), "nan"))
+        return float("nan"), None
+    return float(found[1]["chosen"]["val_rmse"].get(str(run.seed), "nan")), found[0]
 
 
 def stopped_by_rule(run: Run) -> bool:
@@ -147,16 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     found, bad = runs(args.data), 0
     for run in found:
-        want = replay(run, args.data)
+        want, where = trial_of(run, args.data)
         same = want is None or run.val_rmse == want
         rule = stopped_by_rule(run)
         bad += (not same) + (not rule)
         trial = "untuned"
         if want is not None:
-            where = records(run, args.data)
-            origin = (
-                "no study kept this configuration" if where is None else where[0].relative_to(ROOT)
-            )
+            origin = where.relative_to(ROOT) if where else "no study kept this configuration"
             trial = f"trial {want:.10f} {'same' if same else 'DIFFERENT'} ({origin})"
         print(
             f"{run.table} {run.row:18s} seed {run.seed}: val {run.val_rmse:.10f} {trial}; "

@@ -5,12 +5,15 @@ pass (``AccumulateGrad``) and seven in fused Adam's CPU path. The cross-feedback
 and large tensors, so a third of its block step was this bookkeeping. :class:`FlatParams` copies a
 list of parameters into one flat buffer and points each parameter's data at its slice: the module,
 its ``state_dict`` (names and shapes), weight averaging and the general code path see the same
-parameters as before, while the fused training path (``models/fused.py``) takes the flat tensor as
-its one input and returns its gradient as one tensor, and the optimiser updates that tensor.
+parameters as before, while the fused training path (``models/fused_block.py``) takes the flat
+tensor as its one input and returns its gradient as one tensor, and the optimiser updates that
+tensor.
 
-Adam is element-wise, so updating one flat tensor gives bit-for-bit the values of updating its
-pieces (same hyperparameters, one parameter group; every piece of a group gets its gradient in the
-same steps, as the fused path guarantees).
+Adam is element-wise, so updating one flat tensor is the same arithmetic as updating its pieces
+(same hyperparameters, one parameter group; every piece gets its gradient in the same steps, as
+the fused path guarantees), except in the last bits: Adam's CPU kernel computes the last values of
+each tensor that do not fill a vector register with scalar code, which rounds some of them
+differently, and in one flat tensor those values fall inside the vector loop.
 """
 
 from __future__ import annotations
@@ -69,11 +72,8 @@ class FlatParams:
     def __init__(self, params: list[nn.Parameter], groups: list[tuple[str, int, tuple[int, ...]]]):
         self.params = list(params)
         self.layout = FlatLayout([p.shape for p in self.params], groups)
-        self.flat = nn.Parameter(self._gather())
+        self.flat = nn.Parameter(self.layout.gather(self.params))
         self._point_params_at(self.flat.data)
-
-    def _gather(self) -> Tensor:
-        return self.layout.gather(self.params)
 
     def _point_params_at(self, buf: Tensor) -> None:
         for p, piece in zip(self.params, self.layout.split_params(buf), strict=True):
@@ -102,7 +102,7 @@ class FlatParams:
     def refresh(self) -> None:
         """Rebuild the buffer from the parameters' current data (after a move), keeping the same
         ``self.flat`` object, so that an optimiser holding it follows the move."""
-        self.flat.data = self._gather()
+        self.flat.data = self.layout.gather(self.params)
         self._point_params_at(self.flat.data)
 
 

@@ -195,9 +195,10 @@ def fused_encode(enc, rows: RowSlice, keys: Tensor) -> tuple[Tensor, Tensor]:
     return FusedEncoder.apply(enc, rows, keys, *flat_layout(enc, False)[0], *phi0)
 
 
-def encode_forward(enc, rows: RowSlice, keys: Tensor, v: dict, v_t: dict, phi0: Tensor | None):
+def encode_forward(enc, rows: RowSlice, keys: Tensor, v: dict, v_t: dict):
     """(mean, variance, state for :func:`encode_backward`) of a batch of rows with transposes.
-    ``v`` / ``v_t``: the groups of :func:`flat_layout` and their transposes; ``phi0`` [N, K, M]."""
+    ``v`` / ``v_t``: the groups of :func:`flat_layout` (with ``phi0`` [N, K, M] if the encoder has
+    the latent input) and their transposes."""
     n, k = keys.shape
     m = enc.first
     att = enc.attention
@@ -209,7 +210,7 @@ def encode_forward(enc, rows: RowSlice, keys: Tensor, v: dict, v_t: dict, phi0: 
     if enc.use_cross_feedback:  # latent first layer: Z Phi_0 + beta_0 = sum of P_j + beta_0
         flat, offs = _flat_indices(n, k, keys.device)
         # P_j = v_j^T Phi_0[j] for all N entries
-        tables.append(bag_sum(flat, phi0.view(n * k, m), offs, keys.view(-1)))
+        tables.append(bag_sum(flat, v["phi0"].view(n * k, m), offs, keys.view(-1)))
     b, n_p = lay.n_rows, len(lay.kinds)
     table = torch.cat(tables + [v["bias0"]])  # [W_0; P; alpha_0; beta_0]
     s = bag_sum(lay.idx, table, lay.offsets, w).view(b, n_p * m).clamp_min(0)  # S = [H; G]
@@ -250,10 +251,10 @@ def encode_forward(enc, rows: RowSlice, keys: Tensor, v: dict, v_t: dict, phi0: 
     return mu, _variance(sig, floor), (lay, keys, s, w_h, sig, sig0, x2, th, e, den, c, y2, w_m)
 
 
-def encode_backward(enc, state, d_mu: Tensor, d_var: Tensor, g: dict, d_phi0: Tensor | None):
+def encode_backward(enc, state, d_mu: Tensor, d_var: Tensor, g: dict) -> Tensor | None:
     """The gradient of :func:`encode_forward`'s parameters: written into ``g`` (views of a flat
     gradient, :func:`flat_layout`'s groups; each group is overwritten whole), Phi_0's into
-    ``d_phi0`` [N, K, M] if given, else returned."""
+    ``g["phi0"]`` [N, K, M] if ``g`` has that group, else returned."""
     lay, keys, s, w_h, sig, *att_saved = state
     n, k = keys.shape
     n_p = len(lay.kinds)
@@ -304,8 +305,8 @@ def encode_backward(enc, state, d_mu: Tensor, d_var: Tensor, g: dict, d_phi0: Te
         part = d_table[p * n : (p + 1) * n]
         if kind == "obs":
             g["w0"].copy_(part)
-        elif d_phi0 is not None:  # dPhi_0[j, k] = v_jk dP_j
-            torch.mul(keys.view(n, k, 1), part.view(n, 1, m), out=d_phi0)
+        elif "phi0" in g:  # dPhi_0[j, k] = v_jk dP_j
+            torch.mul(keys.view(n, k, 1), part.view(n, 1, m), out=g["phi0"])
         else:  # the same as bags of one row each (a fresh tensor, faster)
             flat, _, entry = _table_indices(n, k, keys.device)
             return bag_sum(entry, part, flat, keys.view(-1)).view(n, k, m)
@@ -325,17 +326,19 @@ class FusedEncoder(torch.autograd.Function):
         if enc.use_cross_feedback:
             *params, phi0 = params
         v = layout.split(layout.gather(params))
-        mu, var, ctx.state = encode_forward(enc, rows, keys, v, transposes(v), phi0)
+        if phi0 is not None:
+            v["phi0"] = phi0
+        mu, var, ctx.state = encode_forward(enc, rows, keys, v, transposes(v))
         ctx.enc, ctx.layout = enc, layout
         return mu, var
 
     @staticmethod
     def backward(ctx, d_mu: Tensor | None, d_var: Tensor | None):
-        sig = ctx.state[4]
+        sig = ctx.state[4]  # encode_forward's state: (lay, keys, s, w_h, sig, ...)
         d_mu = torch.zeros_like(sig) if d_mu is None else d_mu
         d_var = torch.zeros_like(sig) if d_var is None else d_var
         grad = sig.new_empty(ctx.layout.numel)  # encode_backward writes every group
-        d_phi0 = encode_backward(ctx.enc, ctx.state, d_mu, d_var, ctx.layout.split(grad), None)
+        d_phi0 = encode_backward(ctx.enc, ctx.state, d_mu, d_var, ctx.layout.split(grad))
         d_phi0 = () if d_phi0 is None else (d_phi0,)
         return (None, None, None, *ctx.layout.split_params(grad), *d_phi0)
 

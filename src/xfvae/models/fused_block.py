@@ -101,12 +101,8 @@ class FusedBlock(torch.autograd.Function):
         fp = net.flat_params
         (vu, vu_t), (vi, vi_t) = fp.scope("user."), fp.scope("item.")
         enc_u, enc_i = net.user_encoder, net.item_encoder
-        mu_u, var_u, st_u = encode_forward(
-            enc_u, user_rows, net.latent_items, vu, vu_t, vu.get("phi0")
-        )
-        mu_v, var_v, st_i = encode_forward(
-            enc_i, item_rows, net.latent_users, vi, vi_t, vi.get("phi0")
-        )
+        mu_u, var_u, st_u = encode_forward(enc_u, user_rows, net.latent_items, vu, vu_t)
+        mu_v, var_v, st_i = encode_forward(enc_i, item_rows, net.latent_users, vi, vi_t)
         eps_u, eps_v = torch.randn_like(mu_u), torch.randn_like(mu_v)  # reparametrisation
         biases = (fp.views["bias.user"], fp.views["bias.item"]) if net.offset == "biases" else ()
         total, sse, st_e = elbo_forward(net, rows_in, mu_u, var_u, eps_u, mu_v, var_v, eps_v,
@@ -131,7 +127,7 @@ class FusedBlock(torch.autograd.Function):
             ("item.", net.item_encoder, st_i, d_mu_v, d_var_v),
         ):
             side = {k[len(prefix) :]: t for k, t in views.items() if k.startswith(prefix)}
-            encode_backward(enc, st, d_mu, d_var, side, side.get("phi0"))
+            encode_backward(enc, st, d_mu, d_var, side)
         return None, None, None, None, grad
 
 
