@@ -1,6 +1,7 @@
 """Where one block step of the cross-feedback VAE spends its time (issue 11). Not a test.
 
     python benchmarks/profile_xfvae.py --device cuda [--cases ml100k ml20m-global ...]
+    python benchmarks/profile_xfvae.py --cases ml100k ml100k-fixed-cost   # fixed cost vs arithmetic
 
 Each case builds the committed default config (``conf/model/xfvae.yaml``) on synthetic data of a
 paper shape (speed depends on shape and number of ratings only) and runs Algorithm 1's block step
@@ -45,6 +46,10 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 # name: (users, items, training ratings, block size, attention)
 CASES = {
     "ml100k": (943, 1682, 70_000, 100, "local"),
+    # the same operator sequence as ml100k (config, blocks of 100) on 120 x 150 with 1,500 ratings:
+    # almost no arithmetic, so its time per block is the step's fixed cost (Python, dispatch,
+    # allocation) and ml100k's minus it what the arithmetic costs (issue 21)
+    "ml100k-fixed-cost": (120, 150, 1_500, 100, "local"),
     "ml1m-paperrule": (6040, 3706, 700_000, 100, "local"),
     "ml20m-global": (138_493, 26_744, 20_000_000, 1000, "global"),
     "ml20m-local": (138_493, 26_744, 20_000_000, 1000, "local"),

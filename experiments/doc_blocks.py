@@ -161,6 +161,44 @@ def figure3(root: Path = ROOT) -> str:
     return _table(("model", *(f"{f * 100:g} %" for f in fracs)), rows)
 
 
+#: Figure 4's variants (section 4.6; L' = hidden input layers).
+FIG4_VARIANTS = {
+    "A": "no cross feedback, L' = 0",
+    "B": "cross feedback, no attention, L' = 0",
+    "C": "no cross feedback, L' = 1",
+    "D": "cross feedback, no attention, L' = 1",
+    "E": "cross feedback + attention, L' = 1",
+}
+
+
+def figure4(root: Path = ROOT) -> str:
+    """Figure 4's numbers per variant, from each run's test RMSE per epoch (history.csv of the
+    committed copy of the run): the minimum and its epoch per seed, the mean of the minima, the
+    mean at the last epoch, and the median seconds per epoch of the runs (their span)."""
+    df = _runs("figure4", root)
+    base = df.attrs["path"].parent
+    rows, last = [], None
+    for setting, g in sorted(df.groupby("setting"), key=lambda item: item[0]):
+        letter = setting.split("=", 1)[1]
+        curves = [
+            pd.read_csv(base / "runs" / r.split("/logs/", 1)[-1].split("/", 1)[-1] / "history.csv")
+            for r in g["run_dir"]
+        ]
+        mins = [c.loc[c["test_rmse"].idxmin()] for c in curves]
+        last = int(curves[0]["epoch"].iloc[-1])
+        seeds = " / ".join(f"{m['test_rmse']:.3f} ({int(m['epoch'])})" for m in mins)
+        at_end = sum(c["test_rmse"].iloc[-1] for c in curves) / len(curves)
+        per_epoch = pd.Series([c["seconds"].median() for c in curves])
+        rows.append(
+            f"| {letter}: {FIG4_VARIANTS.get(letter, setting)} | {seeds} "
+            f"| {sum(m['test_rmse'] for m in mins) / len(mins):.3f} | {at_end:.3f} "
+            f"| {_span(per_epoch)} |"
+        )
+    columns = ("variant", "min test RMSE (epoch), seeds 0 / 1 / 2", "mean of the minima",
+               f"test RMSE at epoch {last}, mean", "s/epoch (median per run)")  # fmt: skip
+    return _table(columns, rows)
+
+
 def defaults(root: Path = ROOT) -> str:
     """``make check-defaults``: best epoch / epochs and test RMSE per model and synthetic shape."""
     df = pd.read_csv(root / "results" / "defaults" / "results.csv")
@@ -259,6 +297,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "table3-full": table3_full,
     "table4": table4,
     "figure3": figure3,
+    "figure4": figure4,
     "defaults": defaults,
     "tuning": tuning,
 }

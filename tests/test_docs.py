@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,6 +130,33 @@ def test_a_generated_block_that_drifts_is_found(tmp_path):
     drifted = text.replace(row, row.replace("| 0.", "| 1.", 1))  # a hand edit of the snapshot
     assert drifted != text
     assert doc_blocks.render(drifted) == text
+
+
+def test_figure4_block_reads_each_runs_curve(tmp_path):
+    """Minimum (and its epoch) per seed, mean of the minima, mean at the last epoch, seconds."""
+    base = tmp_path / "results" / "figure4" / doc_blocks.DATA
+    curves = {  # seed -> test RMSE per epoch (and seconds per epoch)
+        0: ([1.2, 0.95, 0.91, 0.93], [2.0, 1.0, 1.0, 1.0]),
+        1: ([1.1, 0.90, 0.92, 0.97], [3.0, 3.0, 3.0, 3.0]),
+    }
+    rows = []
+    for seed, (rmse, secs) in curves.items():
+        run = base / "runs" / doc_blocks.DATA / "E" / f"seed{seed}"
+        run.mkdir(parents=True)
+        pd.DataFrame({"epoch": range(4), "test_rmse": rmse, "seconds": secs}).to_csv(
+            run / "history.csv", index=False
+        )
+        rows.append({"status": "complete", "seed": seed, "setting": "variant=E",
+                     "run_dir": f"/x/logs/figure4/{doc_blocks.DATA}/E/seed{seed}",
+                     "test/rmse": min(rmse)})  # fmt: skip
+    pd.DataFrame(rows).to_csv(base / "results.csv", index=False)
+    table = doc_blocks.figure4(tmp_path)
+    assert "test RMSE at epoch 3, mean" in table
+    line = next(row for row in table.splitlines() if row.startswith("| E:"))
+    assert (
+        line
+        == "| E: cross feedback + attention, L' = 1 | 0.910 (2) / 0.900 (1) | 0.905 | 0.950 | 1.0-3.0 |"
+    )
 
 
 def test_the_checker_finds_a_planted_broken_link(tmp_path):
