@@ -142,7 +142,10 @@ def graph_replay(net, opt, block, n: int) -> dict:
     capturable copy of the optimiser ``opt`` (same settings, fresh state)."""
     import torch
 
-    opt = type(opt)(net.parameters(), **{**opt.defaults, "capturable": True})
+    # the tensors ``opt`` updates: with the flat parameter tensor (issue 21) that is one tensor,
+    # not net.parameters(), whose views get no gradient of their own
+    params = [p for group in opt.param_groups for p in group["params"]]
+    opt = type(opt)(params, **{**opt.defaults, "capturable": True})
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up outside the capture (allocator, lazy init)
