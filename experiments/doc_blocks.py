@@ -61,9 +61,14 @@ def _config(run_dir: str, base: Path) -> str:
     """``tuned`` when the run was started with a tuned configuration, else ``default``; read from
     the committed copy of the run (``runs/`` beside the results, as experiments/archive.py lays it
     out), never from a local logs/ folder."""
-    archived = base / "runs" / run_dir.split("/logs/", 1)[-1].split("/", 1)[-1]
-    overrides = yaml.safe_load((archived / ".hydra" / "overrides.yaml").read_text()) or []
-    return "tuned" if any(str(o).startswith("tuned=") for o in overrides) else "default"
+    overrides = yaml.safe_load((_archived(run_dir, base) / ".hydra" / "overrides.yaml").read_text())
+    return "tuned" if any(str(o).startswith("tuned=") for o in overrides or []) else "default"
+
+
+def _archived(run_dir: str, base: Path) -> Path:
+    """The committed copy of the run at ``run_dir`` (``runs/`` beside the results, laid out as
+    experiments/archive.py does)."""
+    return base / "runs" / run_dir.split("/logs/", 1)[-1].split("/", 1)[-1]
 
 
 def _rows(df: pd.DataFrame, by: str) -> list[tuple[str, pd.DataFrame]]:
@@ -180,10 +185,7 @@ def figure4(root: Path = ROOT) -> str:
     rows, last = [], None
     for setting, g in sorted(df.groupby("setting"), key=lambda item: item[0]):
         letter = setting.split("=", 1)[1]
-        curves = [
-            pd.read_csv(base / "runs" / r.split("/logs/", 1)[-1].split("/", 1)[-1] / "history.csv")
-            for r in g["run_dir"]
-        ]
+        curves = [pd.read_csv(_archived(r, base) / "history.csv") for r in g["run_dir"]]
         mins = [c.loc[c["test_rmse"].idxmin()] for c in curves]
         last = int(curves[0]["epoch"].iloc[-1])
         seeds = " / ".join(f"{m['test_rmse']:.3f} ({int(m['epoch'])})" for m in mins)

@@ -78,9 +78,8 @@ def _patch_compiled() -> dict:
     def encode_forward(enc, rows, keys, v, v_t):
         n, k = keys.shape
         att = enc.attention
-        if not (enc.use_data_input and enc.use_cross_feedback and att is not None):
-            raise SystemExit("the probe covers the default configuration only")
-        if att.norm != "softmax" or att.merge != "concat":
+        default = enc.use_data_input and enc.use_cross_feedback and att is not None
+        if not (default and att.norm == "softmax" and att.merge == "concat"):
             raise SystemExit("the probe covers the default configuration only")
         lay = fused._Layout.of(rows, n, True, True, True)
         w, _, empty = lay.weights(v["bias0"].dtype)
