@@ -442,6 +442,7 @@ def main() -> None:
     a = p.parse_args()
     sys.path.insert(0, str(ROOT))
     from xfvae.runs.atomic import atomic_write_json
+    from xfvae.runs.provenance import git_commit, machine
 
     started, t = load(), a.threads[0]
     if a.part == "ml100k":
@@ -460,6 +461,9 @@ def main() -> None:
         "load_avg_end": load(),
         "cpu_count": os.cpu_count(),
         "device": a.device,
+        "commit": git_commit(),  # of the tree ``xfvae`` was imported from ("unknown" outside git)
+        "xfvae_src": str(Path(sys.modules["xfvae"].__file__).parent),
+        "machine": machine(),
         "result": res,
     }
     suffix = ("" if a.device == "cpu" else "_" + a.device.split(":")[0]) + (
