@@ -125,7 +125,9 @@ def replay(run: Run, data: str = "ml-100k", root: Path = ROOT) -> float | None:
     return trial_of(run, data, root)[0]
 
 
-def trial_of(run: Run, data: str = "ml-100k", root: Path = ROOT):
+def trial_of(
+    run: Run, data: str = "ml-100k", root: Path = ROOT
+) -> tuple[float | None, Path | None]:
     """(:func:`replay`'s value, the records' folder or None)."""
     study = study_of(run.table, run.row)
     if not (root / "conf" / "tuned" / data / f"{study}.yaml").is_file():

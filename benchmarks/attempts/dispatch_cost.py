@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE.parent.parent / "src")]
+sys.path.insert(0, str(HERE.parent.parent / "src"))
 
 import torch  # noqa: E402
 
